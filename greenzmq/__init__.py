@@ -1,0 +1,47 @@
+"""greenzmq: the whole pyzmq API for gevent; blocking calls block only the greenlet.
+
+Use it as a drop-in::
+
+    import greenzmq as zmq
+
+Every public name of :mod:`zmq` is here (constants, errors, ``Frame``,
+``MessageTracker``, ``has``, ``curve_keypair``, ...), with the green
+:class:`Context`, :class:`Socket`, :class:`Poller`, :func:`select` and the
+devices swapped in. ``zmq.__version__`` stays pyzmq's version (code that checks
+it keeps working); greenzmq's own is :data:`greenzmq_version`. Submodules of
+pyzmq that greenzmq does not replace (``utils``, ``constants``, ``backend``,
+``sugar``) are reachable as attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq as _zmq
+from zmq import *  # noqa: F403  (every public name of pyzmq, then ours on top)
+
+from greenzmq import error
+from greenzmq.context import Context
+from greenzmq.device import device, proxy, proxy_steerable
+from greenzmq.error import WrongThreadError
+from greenzmq.poll import Poller, select
+from greenzmq.socket import Socket
+
+#: greenzmq's own version (``__version__`` is pyzmq's, as in :mod:`zmq`).
+greenzmq_version = "0.1.0"
+
+SyncContext = Context
+SyncSocket = Socket
+
+_OURS = ["error", "WrongThreadError", "greenzmq_version"]
+__all__ = list(dict.fromkeys([*_zmq.__all__, *_OURS]))
+
+
+def __getattr__(name: str) -> Any:
+    """Reach pyzmq's submodules (``greenzmq.utils``, ``greenzmq.constants``...)."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    try:
+        return getattr(_zmq, name)
+    except AttributeError:
+        raise AttributeError(f"module 'greenzmq' has no attribute {name!r}") from None

@@ -1,0 +1,357 @@
+"""The one way greenzmq waits on a ZeroMQ socket.
+
+Some facts about ``ZMQ_FD``, and why no wake-up is ever lost
+=============================================================
+
+libzmq gives each socket a *mailbox*: other threads (the I/O thread, inproc
+peers, ``zmq_ctx_term``) post commands to it, and the socket only learns that a
+message arrived, that its pipe has room again, or that the context is being
+terminated when it *processes* those commands. ``getsockopt(ZMQ_FD)`` is the
+mailbox's signalling file descriptor. Three facts follow:
+
+1. The fd becomes readable when a command is posted to an idle mailbox. It is
+   drained (made unreadable) by whichever call processes the commands:
+   ``send``, ``recv`` and ``getsockopt(ZMQ_EVENTS)``. So the fd says "something
+   changed", never what, and any call on the socket may consume that signal on
+   behalf of somebody else: a ``send`` can swallow the news that a message
+   arrived for a greenlet blocked in ``recv``.
+2. Readiness (``EVENTS``: POLLIN/POLLOUT) also changes without any command,
+   as a side effect of ``send``/``recv`` (a REQ socket becomes writable by
+   receiving).
+3. ``getsockopt(ZMQ_EVENTS)`` processes *every* pending command (it is never
+   throttled). After it returns, the mailbox is idle, so the *next* command
+   makes the fd readable again.
+
+The rule that makes wake-ups impossible to lose therefore is:
+
+    Whenever somebody is waiting on a socket, every call that touches the
+    socket must be followed by a fresh ``EVENTS`` reading, and only an
+    ``EVENTS`` reading that served nobody may end the watch until the fd's next
+    signal.
+
+:class:`Waiters` implements exactly that, and it is the only code in greenzmq
+that waits on a ZeroMQ socket (the socket, the poller and the event loop all
+go through it):
+
+* Blocked operations wait in two FIFO queues (readers, writers) and
+  *listeners* (pollers, event-loop handlers) register one-shot interest.
+* One io watcher on ``ZMQ_FD`` is active while anybody waits (none otherwise,
+  so an idle socket costs nothing and an unwatched fd cannot spin the loop).
+* :meth:`Waiters.service` runs in the hub: it reads ``EVENTS``, performs the
+  head reader's and head writer's operation itself (non-blocking), switches the
+  result straight into the waiting greenlet, fires matching listeners, and
+  loops, reading ``EVENTS`` again after every delivery, until a reading serves
+  nobody. That last reading left the mailbox idle (fact 3), so the next change
+  raises the fd and the watcher calls ``service`` again.
+* Every call made on the socket by anybody else while someone waits
+  (a fast-path ``send``/``recv``, a user's ``EVENTS`` query, a poller's
+  ``zmq_poll``) calls :meth:`Waiters.schedule`, which queues one ``service``
+  run unless one is already queued or running (a running pass reads ``EVENTS``
+  again before it may stop, so it covers calls made while it runs). A greenlet
+  that starts waiting also schedules one: that is the ``EVENTS`` check *after*
+  the watch started.
+
+Because the hub performs the operation and delivers its result in the same
+step, a message is never taken off the socket for a greenlet that is no longer
+there: a ``gevent.Timeout`` or ``kill()`` either lands before the operation
+(the greenlet leaves the queue, nothing was taken) or after it returned (the
+greenlet has the message). Queues are strictly first come, first served, and
+a multipart operation is one queue entry, so frames of two greenlets never
+interleave. There is no timer anywhere except the caller's own timeout.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from threading import get_ident
+from typing import Any, Callable
+
+import zmq
+from gevent import getcurrent
+from gevent.hub import get_hub
+from zmq.backend import Socket as _RawSocket
+
+from greenzmq.error import WrongThreadError
+
+__all__ = ["Waiters", "PARTIAL"]
+
+_raw_get = _RawSocket.get
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_READ = 1  # libev EV_READ: ZMQ_FD only ever signals readability
+
+#: How many deliveries one :meth:`Waiters.service` pass makes before it yields
+#: the hub to other callbacks and watchers (it re-schedules itself). Without a
+#: bound, a socket with a steady stream of messages and waiters would keep the
+#: hub inside one callback and starve every other socket and timer.
+MAX_DELIVERIES_PER_PASS = 64
+
+#: Returned by an operation that made progress but must stay at the head of its
+#: queue (a multipart send interrupted by the high-water mark mid-message).
+PARTIAL = object()
+
+
+class _Op:
+    """One blocked call: who waits, and the non-blocking attempt to retry."""
+
+    __slots__ = ("glet", "run", "result", "queued", "waiting")
+
+    def __init__(self, glet: Any, run: Callable[[], Any]) -> None:
+        self.glet = glet
+        self.run = run
+        self.result: Any = None
+        self.queued = True
+        self.waiting = True
+
+
+class Waiters:
+    """Wait queues and the one ``ZMQ_FD`` watcher of one socket.
+
+    Green behaviour
+    ---------------
+    Created by the green socket in the OS thread that creates it; that
+    thread's hub is the socket's hub. Every method except
+    :meth:`close` must be called from that thread (:class:`WrongThreadError`
+    otherwise). :meth:`service` runs only in the hub; :meth:`wait` only in a
+    greenlet that may block.
+    """
+
+    __slots__ = (
+        "hub",
+        "loop",
+        "thread",
+        "fd",
+        "readers",
+        "writers",
+        "listeners",
+        "watcher",
+        "armed",
+        "pending",
+        "closed",
+    )
+
+    def __init__(self, fd: int) -> None:
+        self.hub = get_hub()
+        self.loop = self.hub.loop
+        self.thread = get_ident()
+        self.fd = fd
+        self.readers: deque[_Op] = deque()
+        self.writers: deque[_Op] = deque()
+        # key -> (mask, callback); one-shot: removed before the callback runs
+        self.listeners: dict[Any, tuple[int, Callable[[int], Any]]] = {}
+        self.watcher: Any = None
+        self.armed = False  # the watcher is started (somebody waits or listens)
+        self.pending = False  # a service pass is queued or running
+        self.closed = False
+
+    # -- called from the socket's own thread --------------------------------
+
+    def check_thread(self) -> None:
+        """Raise :class:`WrongThreadError` unless called from the owning thread."""
+        if get_ident() != self.thread:
+            raise WrongThreadError(
+                "this greenzmq socket belongs to the gevent hub of thread "
+                f"{self.thread}; it was used from thread {get_ident()}. Create a "
+                "socket per thread (they may share one Context)."
+            )
+
+    def schedule(self, sock: Any) -> None:
+        """Make sure a :meth:`service` pass runs after the caller's socket call."""
+        if not self.pending and not self.closed:
+            self.pending = True
+            self.loop.run_callback(self.service, sock)
+
+    def _arm(self, sock: Any, check: bool = True) -> None:
+        if not self.armed:
+            watcher = self.watcher
+            if watcher is None:
+                watcher = self.watcher = self.loop.io(self.fd, _READ)
+            watcher.start(self.service, sock)
+            self.armed = True
+        if check:
+            # the EVENTS check *after* the watch started
+            self.schedule(sock)
+
+    def _disarm_if_idle(self) -> None:
+        if self.armed and not (self.readers or self.writers or self.listeners):
+            self.watcher.stop()
+            self.armed = False
+
+    def wait(
+        self, sock: Any, queue: deque, run: Callable[[], Any], timeout_ms: int, front: bool = False
+    ) -> Any:
+        """Block the calling greenlet until ``run()`` succeeds in the hub.
+
+        ``run`` is a non-blocking attempt that raises :class:`zmq.Again` while
+        the socket is not ready. Returns what ``run`` returned. Raises
+        :class:`zmq.Again` after ``timeout_ms`` (negative: no timeout), and
+        whatever ``run`` raised otherwise. Interrupting the wait (Timeout,
+        kill) removes the caller from the queue with nothing taken.
+        ``front`` puts the caller ahead of the queue (a message already half
+        sent must be finished before anything else).
+        """
+        self.check_thread()
+        if self.closed:
+            raise zmq.ZMQError(zmq.ENOTSOCK)
+        op = _Op(getcurrent(), run)
+        if front:
+            queue.appendleft(op)
+        else:
+            queue.append(op)
+        timer = None
+        try:
+            self._arm(sock)
+            if timeout_ms >= 0:
+                timer = self.loop.timer(timeout_ms / 1000.0)
+                timer.start(self._expire, op)
+            if self.hub.switch() is not op:
+                raise zmq.ZMQError(
+                    zmq.EFAULT, "greenzmq: unexpected switch into a greenlet waiting on a socket"
+                )
+            return op.result
+        finally:
+            op.waiting = False
+            if timer is not None:
+                timer.close()
+            if op.queued and not getattr(run, "sent", 0):
+                op.queued = False
+                queue.remove(op)
+                self._disarm_if_idle()
+            # else: a multipart message already half sent stays queued and
+            # is finished by the hub (a half message cannot be taken back)
+
+    def listen(
+        self, sock: Any, key: Any, mask: int, callback: Callable[[int], Any], check: bool = True
+    ) -> None:
+        """Call ``callback(events)`` once, from the hub, when ``EVENTS & mask``.
+
+        A listener is one-shot: it is removed before it is called. It must not
+        block, and it must ignore a call that comes after its owner stopped
+        waiting. ``callback(0)`` means the socket was closed or its context
+        terminated. ``check=False`` skips the ``EVENTS`` check after the watch
+        starts, for a caller that has just read ``EVENTS`` itself without
+        yielding since (the poller, right after ``zmq_poll``).
+        """
+        self.check_thread()
+        if self.closed:
+            raise zmq.ZMQError(zmq.ENOTSOCK)
+        self.listeners[key] = (mask, callback)
+        self._arm(sock, check)
+
+    def unlisten(self, key: Any) -> None:
+        """Remove a listener that has not fired (no error if it has)."""
+        if self.listeners.pop(key, None) is not None:
+            self._disarm_if_idle()
+
+    # -- run in the hub --------------------------------------------------------
+
+    def _expire(self, op: _Op) -> None:
+        if op.waiting:
+            op.glet.throw(zmq.Again(zmq.EAGAIN))
+
+    def service(self, sock: Any) -> None:
+        """Serve waiters from fresh ``EVENTS`` readings until one serves nobody."""
+        self.pending = True
+        deliveries = 0
+        try:
+            while not self.closed:
+                try:
+                    events = _raw_get(sock, _EVENTS)
+                except zmq.ZMQError as exc:  # ETERM (ContextTerminated), ENOTSOCK
+                    self._fail_all(exc)
+                    return
+                served = False
+                if events & _POLLIN and self.readers:
+                    served = self._serve(self.readers)
+                if events & _POLLOUT and self.writers:
+                    served = self._serve(self.writers) or served
+                if self.listeners:
+                    served = self._notify(events) or served
+                if not served:
+                    return
+                deliveries += 1
+                if deliveries >= MAX_DELIVERIES_PER_PASS:
+                    # let the rest of the hub run; a fresh pass continues here
+                    self.loop.run_callback(self.service, sock)
+                    return
+        finally:
+            # A re-scheduled pass keeps `pending` set: it will read EVENTS.
+            if deliveries < MAX_DELIVERIES_PER_PASS or self.closed:
+                self.pending = False
+            self._disarm_if_idle()
+
+    def _serve(self, queue: deque) -> bool:
+        op = queue[0]
+        try:
+            result = op.run()
+        except zmq.Again:
+            return False
+        except Exception as exc:
+            queue.popleft()
+            op.queued = False
+            if op.waiting:
+                op.glet.throw(exc)
+            return True
+        if result is PARTIAL:
+            return True
+        queue.popleft()
+        op.queued = False
+        if op.waiting:
+            op.result = result
+            op.glet.switch(op)
+        return True
+
+    def _notify(self, events: int) -> bool:
+        fired = [
+            key for key, (mask, _) in self.listeners.items() if events & mask
+        ]
+        for key in fired:
+            entry = self.listeners.pop(key, None)
+            if entry is not None:
+                entry[1](events & entry[0])
+        return bool(fired)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        ops = list(self.readers) + list(self.writers)
+        self.readers.clear()
+        self.writers.clear()
+        for op in ops:
+            op.queued = False
+            self.loop.run_callback(self._throw_if_waiting, op, exc)
+        listeners = list(self.listeners.values())
+        self.listeners.clear()
+        for _, callback in listeners:
+            self.loop.run_callback(callback, 0)
+        self._disarm_if_idle()
+
+    @staticmethod
+    def _throw_if_waiting(op: _Op, exc: BaseException) -> None:
+        if op.waiting:
+            op.glet.throw(exc)
+
+    # -- close ---------------------------------------------------------------------
+
+    def close(self, make_error: Callable[[], BaseException]) -> None:
+        """Wake every waiter with ``make_error()`` and release the watcher.
+
+        Called by the socket's ``close()``. From a foreign thread (garbage
+        collection) it only releases an idle watcher; a socket with waiters is
+        referenced by them and cannot be collected.
+        """
+        if self.closed:
+            return
+        if get_ident() != self.thread:
+            self.closed = True
+            if not self.armed and self.watcher is not None:
+                self.watcher.close()
+                self.watcher = None
+            return
+        if self.readers or self.writers or self.listeners:
+            self._fail_all(make_error())
+        self.closed = True
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher.close()
+            self.watcher = None
+        self.armed = False

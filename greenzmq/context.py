@@ -1,0 +1,88 @@
+"""The green :class:`Context`: makes green sockets, and terminates without freezing the hub."""
+
+from __future__ import annotations
+
+import warnings
+from threading import get_ident
+from typing import Any
+
+import zmq
+from gevent import getcurrent
+from gevent.hub import get_hub
+
+from greenzmq.socket import Socket, _terminated_error
+
+__all__ = ["Context"]
+
+_raw_term = zmq.Context.term
+
+
+class Context(zmq.Context[Socket]):
+    """A :class:`zmq.Context` whose sockets are green :class:`greenzmq.Socket`.
+
+    Default socket options (``ctx.linger = 0``, ``ctx.setsockopt``) and
+    ``ctx.socket(type, socket_class=...)`` work as in pyzmq.
+    :meth:`instance` is greenzmq's own process-wide singleton, distinct from
+    ``zmq.Context.instance()``.
+
+    Green behaviour
+    ---------------
+    :meth:`term` and :meth:`destroy` called from a greenlet block only that
+    greenlet: libzmq's blocking ``zmq_ctx_term`` runs in gevent's threadpool
+    while the hub keeps running, so greenlets blocked on the context's sockets
+    wake with :class:`zmq.ContextTerminated`, can close their sockets, and
+    ``term`` completes. One Context may be shared by several OS threads, each
+    with its own hub and its own sockets.
+    """
+
+    _socket_class = Socket
+    _repr_cls = "greenzmq.Context"
+    # greenzmq's own singleton (pyzmq's lives on zmq.Context)
+    _instance: Any = None
+    _instance_pid: int | None = None
+
+    def term(self) -> None:
+        """Terminate the context, blocking only the calling greenlet.
+
+        As :meth:`zmq.Context.term`: returns once every socket of the context
+        is closed and lingering messages are sent or dropped. Called from the
+        hub itself (a callback, or garbage collection there), it cannot yield
+        and blocks the thread as pyzmq does.
+        """
+        if self.closed:
+            return
+        hub = get_hub()
+        if getcurrent() is hub:
+            _raw_term(self)
+            return
+        hub.threadpool.apply(_raw_term, (self,))
+
+    def destroy(self, linger: int | None = None) -> None:
+        """Close every socket of the context, then :meth:`term`; green.
+
+        Greenlets waiting on those sockets wake with
+        :class:`zmq.ContextTerminated`. Sockets that belong to another
+        thread's hub are closed by that hub (the call is handed to it), so
+        that thread must be running its hub for ``destroy`` to finish.
+        """
+        if self.closed:
+            return
+        sockets = list(getattr(self, "_sockets", None) or [])
+        me = get_ident()
+        for s in sockets:
+            if not s or s.closed:
+                continue
+            if self._warn_destroy_close:  # pyzmq's ResourceWarning on GC
+                warnings.warn(
+                    f"Destroying context with unclosed socket {s}", ResourceWarning, stacklevel=3, source=s
+                )
+            if linger is not None:
+                s.setsockopt(zmq.LINGER, linger)
+            w = getattr(s, "_waiters", None)
+            if w is None:
+                s.close()
+            elif w.thread == me:
+                s._close(None, _terminated_error)
+            else:
+                w.loop.run_callback_threadsafe(s._close, None, _terminated_error)
+        self.term()

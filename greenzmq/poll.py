@@ -1,0 +1,228 @@
+"""The green :class:`Poller` and :func:`select`.
+
+``poll()`` first asks libzmq (``zmq_poll`` with a zero timeout), exactly as
+pyzmq's Poller does, so results are identical. Only when nothing is ready does
+it park the calling greenlet: green sockets are watched through their own
+:class:`~greenzmq._waiter.Waiters` (one-shot listeners, so the poller and the
+greenlets blocked in ``recv``/``send`` on the same socket never steal each
+other's fd signal), other fds through io watchers the poller creates once per
+registration and reuses on every call. There is no poll interval: an idle
+poller costs no CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+from gevent import getcurrent
+from gevent.hub import get_hub
+
+__all__ = ["Poller", "select"]
+
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_POLLERR = int(zmq.POLLERR)
+_READ, _WRITE = 1, 2  # libev EV_READ, EV_WRITE
+
+
+class _Wake:
+    """The wake-up of one blocking ``poll()`` call; ignores late calls."""
+
+    __slots__ = ("glet", "waiting", "fired")
+
+    def __init__(self) -> None:
+        self.glet = getcurrent()
+        self.waiting = True
+        self.fired: list[Any] = []
+
+    def __call__(self, *args: Any) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.glet.switch(self)
+
+    def err_only_ready(self, item: Any) -> None:
+        self.fired.append(item)
+        self()
+
+
+def _fileno(item: Any) -> int:
+    if isinstance(item, int):
+        return item
+    try:
+        return int(item.fileno())
+    except Exception:
+        raise ValueError(f"fileno() must return a valid integer fd: {item!r}") from None
+
+
+class Poller(zmq.Poller):
+    """A :class:`zmq.Poller` whose ``poll()`` blocks only the calling greenlet.
+
+    Registers green and plain zmq sockets, integer fds and objects with
+    ``fileno()``, for POLLIN, POLLOUT and POLLERR, with pyzmq's API.
+
+    Green behaviour
+    ---------------
+    ``poll(timeout)`` returns as soon as an event is ready, like pyzmq; while
+    nothing is, the greenlet waits in the hub with no timer but its own
+    timeout, and other greenlets run. Registration is cheap to keep: the io
+    watchers of non-green items are created once and reused by every
+    ``poll()``. One Poller is used by one greenlet at a time; any number of
+    Pollers may watch the same sockets, alongside greenlets blocked on them.
+    A POLLERR-only registration of a plain fd is reported when it is also
+    readable, or when another item wakes the poller (libev cannot watch
+    errors alone).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watchers: dict[Any, list[Any]] = {}
+
+    def register(self, socket: Any, flags: int = _POLLIN | _POLLOUT) -> None:
+        """Register a socket or fd for ``flags``; 0 unregisters. As pyzmq."""
+        self._drop_watchers(socket)
+        super().register(socket, flags)
+
+    def unregister(self, socket: Any) -> None:
+        """Stop polling a socket or fd. As pyzmq (KeyError if not registered)."""
+        super().unregister(socket)
+        self._drop_watchers(socket)
+
+    def _drop_watchers(self, item: Any) -> None:
+        for watcher in self._watchers.pop(item, ()):
+            watcher.close()
+
+    def _release_watchers(self) -> None:
+        for item in list(self._watchers):
+            self._drop_watchers(item)
+
+    def _watchers_for(self, item: Any, flags: int) -> list[Any]:
+        """The cached io watchers of a non-green item, made on first use."""
+        watchers = self._watchers.get(item)
+        if watchers is None:
+            loop = get_hub().loop
+            if isinstance(item, zmq.Socket):
+                # a plain (non-green) zmq socket: its fd only signals readability
+                watchers = [loop.io(item.getsockopt(zmq.FD), _READ)]
+            else:
+                fd = _fileno(item)
+                watchers = []
+                if flags & (_POLLIN | _POLLERR):
+                    watchers.append(loop.io(fd, _READ))
+                if flags & _POLLOUT:
+                    watchers.append(loop.io(fd, _WRITE))
+            self._watchers[item] = watchers
+        return watchers
+
+    def poll(self, timeout: int | float | None = None) -> list[tuple[Any, int]]:
+        """Poll the registered sockets and fds; as :meth:`zmq.Poller.poll`.
+
+        ``timeout`` is in milliseconds; ``None`` or negative waits forever.
+        Returns a list of ``(socket_or_fd, events)``. Blocks only the calling
+        greenlet.
+        """
+        if timeout is None or timeout < 0:
+            timeout = -1
+        else:
+            timeout = int(timeout)
+        hub = get_hub()
+        deadline = None
+        if timeout > 0:
+            hub.loop.update_now()
+            deadline = hub.loop.now() + timeout / 1000.0
+        muted: set[Any] = set()
+        while True:
+            events = super().poll(0)
+            self._after_zmq_poll()
+            if events or timeout == 0:
+                return events
+            if deadline is None:
+                remaining = -1.0
+            else:
+                hub.loop.update_now()
+                remaining = deadline - hub.loop.now()
+                if remaining <= 0:
+                    return []
+            wake = self._wait(hub, remaining, muted)
+            # A plain fd registered for POLLERR alone is watched for
+            # readability; if it woke us without an error it would wake us
+            # again at once (libev is level-triggered), so it is muted for the
+            # rest of this call. Every other watcher only fires on news.
+            muted.update(wake.fired)
+
+    def _after_zmq_poll(self) -> None:
+        # zmq_poll read EVENTS on every socket, consuming fd signals that
+        # greenlets blocked on those sockets may be waiting for.
+        for sock, _ in self.sockets:
+            w = getattr(sock, "_waiters", None)
+            if w is not None and w.armed:
+                w.schedule(sock)
+
+    def _wait(self, hub: Any, remaining: float, muted: set[Any]) -> _Wake:
+        wake = _Wake()
+        listening = []
+        started = []
+        timer = None
+        try:
+            for sock, flags in self.sockets:
+                w = getattr(sock, "_waiters", None)
+                if w is not None:
+                    if flags & (_POLLIN | _POLLOUT):
+                        # zmq_poll just read EVENTS here with no yield since, so
+                        # no extra check is needed: the next change raises the fd.
+                        w.listen(sock, wake, flags & (_POLLIN | _POLLOUT), wake, check=False)
+                        listening.append(w)
+                    continue
+                if sock in muted:
+                    continue
+                callback = wake.err_only_ready if not flags & (_POLLIN | _POLLOUT) else wake
+                for watcher in self._watchers_for(sock, flags):
+                    watcher.start(callback, sock)
+                    started.append(watcher)
+            if remaining >= 0:
+                timer = hub.loop.timer(remaining)
+                timer.start(wake)
+            hub.switch()
+        finally:
+            wake.waiting = False
+            for w in listening:
+                w.unlisten(wake)
+            for watcher in started:
+                watcher.stop()
+            if timer is not None:
+                timer.close()
+        return wake
+
+
+def select(
+    rlist: list[Any], wlist: list[Any], xlist: list[Any], timeout: float | None = None
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Green :func:`zmq.select`: same arguments (timeout in seconds) and result.
+
+    Blocks only the calling greenlet until one of the sockets or fds is ready
+    or the timeout passes.
+    """
+    poller = Poller()
+    for item in dict.fromkeys(rlist + wlist + xlist):
+        flags = 0
+        if item in rlist:
+            flags |= _POLLIN
+        if item in wlist:
+            flags |= _POLLOUT
+        if item in xlist:
+            flags |= _POLLERR
+        poller.register(item, flags)
+    ms = -1 if timeout is None or timeout < 0 else int(timeout * 1000.0)
+    try:
+        ready = poller.poll(ms)
+    finally:
+        poller._release_watchers()
+    rready, wready, xready = [], [], []
+    for item, events in ready:
+        if events & _POLLIN:
+            rready.append(item)
+        if events & _POLLOUT:
+            wready.append(item)
+        if events & _POLLERR:
+            xready.append(item)
+    return rready, wready, xready

@@ -1,0 +1,336 @@
+"""The green :class:`Socket`: pyzmq's socket, blocking only the calling greenlet.
+
+Only the blocking edge is overridden: ``send``, ``recv``, ``send_multipart``,
+``recv_multipart``, ``recv_into`` and ``close`` (plus ``get`` to account for
+``EVENTS`` queries). Every serializer pyzmq builds on them (``send_string``,
+``send_json``, ``send_pyobj``, ``send_serialized`` and their ``recv_*`` twins,
+``poll``) is inherited unchanged and therefore green too.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from threading import get_ident
+from typing import Any, Sequence
+
+import zmq
+from zmq.backend import Socket as _RawSocket
+
+from greenzmq._waiter import PARTIAL, Waiters
+from greenzmq.poll import Poller
+
+__all__ = ["Socket"]
+
+_raw_send = _RawSocket.send
+_raw_recv = _RawSocket.recv
+_raw_recv_into = _RawSocket.recv_into
+_raw_get = _RawSocket.get
+_sugar_send = zmq.Socket.send
+
+_DONTWAIT = int(zmq.DONTWAIT)
+_SNDMORE = int(zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
+_RCVTIMEO = int(zmq.RCVTIMEO)
+_SNDTIMEO = int(zmq.SNDTIMEO)
+_EVENTS = int(zmq.EVENTS)
+_FD = int(zmq.FD)
+
+
+def _again() -> zmq.Again:
+    return zmq.Again(zmq.EAGAIN)
+
+
+def _checked_parts(msg_parts: Sequence[Any]) -> list[Any]:
+    parts = list(msg_parts)
+    if not parts:
+        raise IndexError("send_multipart: msg_parts is empty; a message has at least one frame")
+    for i, part in enumerate(parts):
+        if isinstance(part, (zmq.Frame, bytes, memoryview)):
+            continue
+        try:
+            memoryview(part)
+        except Exception:
+            rpart = repr(part)
+            if len(rpart) > 32:
+                rpart = rpart[:32] + "..."
+            raise TypeError(f"Frame {i} ({rpart}) does not support the buffer interface.") from None
+    return parts
+
+
+class Socket(zmq.Socket):
+    """A :class:`zmq.Socket` whose blocking calls block only the calling greenlet.
+
+    Green behaviour
+    ---------------
+    * A call that would block (EAGAIN) parks the calling greenlet on the
+      socket's FIFO read or write queue and yields to the gevent hub; other
+      greenlets keep running. ``RCVTIMEO``/``SNDTIMEO`` are honoured: the wait
+      raises :class:`zmq.Again` when they expire and the socket stays usable.
+    * An explicit ``DONTWAIT``/``NOBLOCK`` raises :class:`zmq.Again` as in
+      pyzmq, and never overtakes greenlets already waiting in that direction.
+    * Any number of greenlets may send and receive on one socket at once; they
+      are served first come, first served. ``send_multipart`` and
+      ``recv_multipart`` move a whole message at once, so frames of two
+      greenlets never interleave. (Frames sent one by one with ``SNDMORE`` are
+      only safe from interleaving if the greenlet does not block between them:
+      prefer ``send_multipart``.)
+    * ``gevent.Timeout`` and ``Greenlet.kill()`` may interrupt any wait: the
+      interrupted call took nothing off the socket, so no message is lost or
+      received twice, and the socket stays usable.
+    * ``close()`` wakes every greenlet waiting on the socket with
+      :class:`zmq.ZMQError` (``ENOTSOCK``); context termination wakes them with
+      :class:`zmq.ContextTerminated`.
+    * The socket belongs to the hub of the OS thread that created it; a call
+      from another thread raises :class:`greenzmq.error.WrongThreadError`.
+    """
+
+    _repr_cls = "greenzmq.Socket"
+    _poller_class = Poller
+    _waiters: Waiters | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiters = Waiters(_raw_get(self, _FD))
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(
+        self,
+        data: Any,
+        flags: int = 0,
+        copy: bool = True,
+        track: bool = False,
+        routing_id: int | None = None,
+        group: str | None = None,
+    ) -> zmq.MessageTracker | None:
+        """Send one frame, blocking only this greenlet while the socket is full.
+
+        Same parameters, return value and exceptions as :meth:`zmq.Socket.send`.
+        Blocks until the frame is queued, ``SNDTIMEO`` expires (:class:`zmq.Again`),
+        the socket is closed (ENOTSOCK) or the context terminated.
+        """
+        w = self._waiters
+        if w.thread != get_ident():
+            w.check_thread()
+        if routing_id is None and group is None:
+            if not w.writers:
+                # the common case, inlined: nobody waits ahead of us
+                try:
+                    result = _raw_send(self, data, flags | _DONTWAIT, copy, track)
+                except zmq.Again:
+                    pass
+                else:
+                    if w.armed:
+                        w.schedule(self)
+                    return result
+                if w.armed:
+                    w.schedule(self)
+                if flags & _DONTWAIT:
+                    raise _again()
+                attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
+                return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO))
+            attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
+        else:
+            attempt = partial(_sugar_send, self, data, flags | _DONTWAIT, copy, track, routing_id, group)
+        return self._send_blocking(w, attempt, flags)
+
+    def _send_blocking(self, w: Waiters, attempt: Any, flags: int) -> Any:
+        """The common slow path of every send call."""
+        if w.writers:
+            if flags & _DONTWAIT:
+                raise _again()
+            return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO))
+        try:
+            result = attempt()
+        except zmq.Again:
+            if w.armed:
+                w.schedule(self)
+            if flags & _DONTWAIT:
+                raise
+            return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO))
+        if result is PARTIAL:
+            # stalled mid-message: finish it ahead of everybody else
+            return w.wait(self, w.writers, attempt, -1, front=True)
+        if w.armed:
+            w.schedule(self)
+        return result
+
+    def send_multipart(
+        self,
+        msg_parts: Sequence[Any],
+        flags: int = 0,
+        copy: bool = True,
+        track: bool = False,
+        **kwargs: Any,
+    ) -> zmq.MessageTracker | None:
+        """Send a multipart message whole, blocking only this greenlet.
+
+        Same parameters and return value as :meth:`zmq.Socket.send_multipart`.
+        The message is one entry in the write queue: no other greenlet's frame
+        can come between its frames. Once its first frame is queued the
+        message is always completed (even with ``DONTWAIT``), because a
+        half-sent message cannot be taken back. Raises :class:`TypeError` for a
+        part without the buffer interface and :class:`IndexError` for an empty
+        ``msg_parts``, before anything is sent.
+        """
+        parts = _checked_parts(msg_parts)
+        w = self._waiters
+        if w.thread != get_ident():
+            w.check_thread()
+        return self._send_blocking(w, _MultipartSend(self, parts, flags, copy, track), flags)
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _recv_blocking(self, w: Waiters, attempt: Any, flags: int) -> Any:
+        """The common slow path of every receive call."""
+        if w.readers and not _raw_get(self, _RCVMORE):
+            # others wait first (unless this is the rest of a message in progress)
+            if flags & _DONTWAIT:
+                raise _again()
+            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO))
+        try:
+            result = attempt()
+        except zmq.Again:
+            if w.armed:
+                w.schedule(self)
+            if flags & _DONTWAIT:
+                raise
+            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO))
+        if w.armed:
+            w.schedule(self)
+        return result
+
+    def recv(self, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
+        """Receive one frame, blocking only this greenlet until one arrives.
+
+        Same parameters, return value and exceptions as :meth:`zmq.Socket.recv`.
+        Blocks until a frame arrives, ``RCVTIMEO`` expires (:class:`zmq.Again`),
+        the socket is closed (ENOTSOCK) or the context terminated.
+        """
+        w = self._waiters
+        if w.thread != get_ident():
+            w.check_thread()
+        if not w.readers:
+            # the common case, inlined: nobody waits ahead of us
+            try:
+                msg = _raw_recv(self, flags | _DONTWAIT, copy, track)
+            except zmq.Again:
+                pass
+            else:
+                if w.armed:
+                    w.schedule(self)
+                return msg
+            if w.armed:
+                w.schedule(self)
+            if flags & _DONTWAIT:
+                raise _again()
+            attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
+            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO))
+        attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
+        return self._recv_blocking(w, attempt, flags)
+
+    def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
+        """Receive a whole multipart message, blocking only this greenlet.
+
+        Same parameters, return value and exceptions as
+        :meth:`zmq.Socket.recv_multipart`. The message is taken in one step,
+        so no other greenlet can receive one of its frames.
+        """
+        w = self._waiters
+        if w.thread != get_ident():
+            w.check_thread()
+        return self._recv_blocking(w, partial(_recv_message, self, flags | _DONTWAIT, copy, track), flags)
+
+    def recv_into(self, buffer: Any, /, *, nbytes: int = 0, flags: int = 0) -> int:
+        """Receive one frame into ``buffer``, blocking only this greenlet.
+
+        Same parameters, return value and exceptions as
+        :meth:`zmq.Socket.recv_into`.
+        """
+        w = self._waiters
+        if w.thread != get_ident():
+            w.check_thread()
+        attempt = partial(_raw_recv_into, self, buffer, nbytes=nbytes, flags=flags | _DONTWAIT)
+        return self._recv_blocking(w, attempt, flags)
+
+    # -- options and closing -----------------------------------------------------------
+
+    def get(self, option: int) -> Any:
+        """Get a socket option, as :meth:`zmq.Socket.get`.
+
+        Reading ``EVENTS`` consumes the socket's fd signal, so when greenlets
+        wait on this socket it queues a check on their behalf.
+        """
+        value = _raw_get(self, option)
+        if option == _EVENTS:
+            w = self._waiters
+            if w is not None and w.armed:
+                w.schedule(self)
+        return value
+
+    getsockopt = get
+
+    def close(self, linger: int | None = None) -> None:
+        """Close the socket, waking every waiting greenlet with ENOTSOCK.
+
+        Same as :meth:`zmq.Socket.close` otherwise. Safe to call twice.
+        """
+        self._close(linger, _closed_error)
+
+    def _close(self, linger: int | None, make_error: Any) -> None:
+        w = self._waiters
+        if w is not None and not self.closed:
+            w.close(make_error)
+        super().close(linger=linger)
+
+
+def _closed_error() -> zmq.ZMQError:
+    return zmq.ZMQError(zmq.ENOTSOCK, "Socket operation on non-socket: greenzmq socket closed while waiting")
+
+
+def _terminated_error() -> zmq.ContextTerminated:
+    return zmq.ContextTerminated(zmq.ETERM)
+
+
+def _recv_message(sock: Socket, flags: int, copy: bool, track: bool) -> list[Any]:
+    parts = [_raw_recv(sock, flags, copy, track)]
+    # libzmq delivers multipart messages atomically: once the first frame is
+    # here, the rest are too, so these never raise Again.
+    while _raw_get(sock, _RCVMORE):
+        parts.append(_raw_recv(sock, flags, copy, track))
+    return parts
+
+
+class _MultipartSend:
+    """The non-blocking attempt of one ``send_multipart`` call.
+
+    Remembers how many frames went out, so that a message stalled by the
+    high-water mark mid-way resumes where it stopped instead of resending.
+    """
+
+    __slots__ = ("sock", "parts", "flags", "copy", "track", "sent")
+
+    def __init__(self, sock: Socket, parts: list[Any], flags: int, copy: bool, track: bool) -> None:
+        self.sock = sock
+        self.parts = parts
+        self.flags = flags | _DONTWAIT
+        self.copy = copy
+        self.track = track
+        self.sent = 0
+
+    def __call__(self) -> Any:
+        parts, sock, flags, copy, track = self.parts, self.sock, self.flags, self.copy, self.track
+        last = len(parts) - 1
+        i = start = self.sent
+        try:
+            while i < last:
+                _raw_send(sock, parts[i], flags | _SNDMORE, copy, track)
+                i += 1
+            result = _raw_send(sock, parts[last], flags, copy, track)
+        except zmq.Again:
+            self.sent = i
+            if i == start:
+                raise
+            return PARTIAL
+        self.sent = last + 1
+        return result
