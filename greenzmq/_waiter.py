@@ -63,17 +63,21 @@ interleave. There is no timer anywhere except the caller's own timeout.
 from __future__ import annotations
 
 from collections import deque
-from threading import get_ident
 from typing import Any, Callable
 
 import zmq
 from gevent import getcurrent
+from gevent.monkey import get_original
 from gevent.hub import get_hub
 from zmq.backend import Socket as _RawSocket
 
 from greenzmq.error import WrongThreadError
 
-__all__ = ["Waiters", "PARTIAL"]
+__all__ = ["Waiters", "PARTIAL", "get_ident"]
+
+#: The OS thread's id, even after ``gevent.monkey.patch_all()`` (which makes
+#: ``threading.get_ident`` return greenlet ids).
+get_ident = get_original("_thread", "get_ident")
 
 _raw_get = _RawSocket.get
 _EVENTS = int(zmq.EVENTS)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from threading import get_ident
 from typing import Any
 
 import zmq
 from gevent import getcurrent
 from gevent.hub import get_hub
 
+from greenzmq._waiter import get_ident
 from greenzmq.socket import Socket, _terminated_error
 
 __all__ = ["Context"]

@@ -10,13 +10,12 @@ Only the blocking edge is overridden: ``send``, ``recv``, ``send_multipart``,
 from __future__ import annotations
 
 from functools import partial
-from threading import get_ident
 from typing import Any, Sequence
 
 import zmq
 from zmq.backend import Socket as _RawSocket
 
-from greenzmq._waiter import PARTIAL, Waiters
+from greenzmq._waiter import PARTIAL, Waiters, get_ident
 from greenzmq.poll import Poller
 
 __all__ = ["Socket"]

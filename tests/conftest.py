@@ -1,0 +1,101 @@
+"""Shared fixtures: a green context per test, socket factories, bounded teardown.
+
+Every test runs under pytest-timeout (pyproject.toml), so a hang fails the
+test instead of freezing CI. Teardown closes every socket with linger 0, kills
+greenlets the test left behind, and terminates the context with a bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+
+import gevent
+import pytest
+
+import greenzmq
+
+#: Generous bounds for tests where time is the subject (never sleeps to sync).
+#: A wake-up "within milliseconds" is asserted as within WAKE_BOUND seconds so
+#: that a loaded 2-core CI machine does not flake, while a lost wake-up (which
+#: means forever) still fails.
+WAKE_BOUND = 1.0
+#: How long teardown waits for a context to terminate before failing the test.
+TERM_BOUND = 10.0
+
+_inproc_names = itertools.count()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true", default=False, help="run long soak tests (marker: slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="long soak run: use --long")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def ctx():
+    """A fresh greenzmq.Context, destroyed (linger 0) after the test."""
+    context = greenzmq.Context()
+    yield context
+    with gevent.Timeout(TERM_BOUND, AssertionError("context did not terminate within the bound")):
+        context.destroy(linger=0)
+
+
+@pytest.fixture
+def spawn():
+    """gevent.spawn that kills the test's leftover greenlets at teardown."""
+    glets = []
+
+    def _spawn(fn, *args, **kwargs):
+        g = gevent.spawn(fn, *args, **kwargs)
+        glets.append(g)
+        return g
+
+    yield _spawn
+    gevent.killall(glets, timeout=TERM_BOUND)
+
+
+def inproc_endpoint(tag: str = "t") -> str:
+    return f"inproc://{tag}-{os.getpid()}-{next(_inproc_names)}"
+
+
+@pytest.fixture(params=["tcp", "inproc"])
+def transport(request):
+    return request.param
+
+
+@pytest.fixture
+def make_pair(ctx, transport):
+    """make_pair(bind_type, connect_type, **opts) -> (bound, connected), over the
+    parametrized transport (tcp://127.0.0.1 on a random port, or inproc)."""
+
+    def _make(bind_type, connect_type, **opts):
+        a = ctx.socket(bind_type)
+        b = ctx.socket(connect_type)
+        for sock in (a, b):
+            sock.linger = 0
+            for name, value in opts.items():
+                setattr(sock, name, value)
+        if transport == "tcp":
+            port = a.bind_to_random_port("tcp://127.0.0.1")
+            b.connect(f"tcp://127.0.0.1:{port}")
+        else:
+            addr = inproc_endpoint()
+            a.bind(addr)
+            b.connect(addr)
+        return a, b
+
+    return _make
+
+
+@pytest.fixture
+def python_exe():
+    return sys.executable

@@ -1,0 +1,354 @@
+"""The green Socket: blocking only the greenlet, sharing, timeouts, cancellation, close."""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+import warnings
+import weakref
+
+import gevent
+import gevent.event
+import pytest
+from conftest import WAKE_BOUND
+
+import greenzmq as zmq
+
+
+def test_recv_blocks_only_the_greenlet(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    ticks = []
+    ticker = spawn(lambda: [ticks.append(gevent.sleep(0.001)) for _ in range(20)])
+    receiver = spawn(pull.recv)
+    ticker.join(timeout=5)
+    assert len(ticks) == 20, "the hub was blocked while a greenlet waited in recv"
+    assert not receiver.ready()
+    push.send(b"hello")
+    assert receiver.get(timeout=5) == b"hello"
+
+
+def test_send_blocks_only_the_greenlet_at_hwm(ctx, spawn):
+    push = ctx.socket(zmq.PUSH)
+    push.sndhwm = 1
+    push.linger = 0
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    # no peer yet: PUSH with no pipe blocks the sender
+    sender = spawn(push.send, b"x")
+    gevent.sleep(0.05)
+    assert not sender.ready()
+    pull = ctx.socket(zmq.PULL)
+    pull.connect(f"tcp://127.0.0.1:{port}")
+    sender.get(timeout=5)
+    assert pull.recv() == b"x"
+
+
+def test_dontwait_raises_again(make_pair):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    with pytest.raises(zmq.Again):
+        pull.recv(zmq.NOBLOCK)
+    with pytest.raises(zmq.Again):
+        pull.recv_multipart(zmq.DONTWAIT)
+    push.send(b"a")
+    assert pull.recv() == b"a"
+
+
+def test_dontwait_does_not_overtake_waiters(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    waiter = spawn(pull.recv)
+    gevent.sleep(0.01)
+    with pytest.raises(zmq.Again):
+        pull.recv(zmq.DONTWAIT)
+    push.send(b"first")
+    assert waiter.get(timeout=5) == b"first"
+
+
+def test_waiters_served_first_come_first_served(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    results = {}
+    started = []
+
+    def wait(i):
+        started.append(i)
+        results[i] = pull.recv()
+
+    glets = []
+    for i in range(10):
+        glets.append(spawn(wait, i))
+        gevent.sleep(0)  # let greenlet i queue before i+1
+    assert started == list(range(10))
+    for i in range(10):
+        push.send(b"%d" % i)
+    gevent.joinall(glets, timeout=5, raise_error=True)
+    assert results == {i: b"%d" % i for i in range(10)}
+
+
+@pytest.mark.timeout(60)
+def test_many_greenlets_share_one_socket_multipart_integrity_under_hwm(make_pair, spawn):
+    """20 senders and 5 receivers on one PUSH/PULL pair with tiny HWMs: every
+    message arrives whole, exactly once, in per-sender order."""
+    push, pull = make_pair(zmq.PUSH, zmq.PULL, sndhwm=2, rcvhwm=2)
+    senders, per_sender, receivers = 20, 300, 5
+    total = senders * per_sender
+    received = []
+    done = gevent.event.Event()
+
+    def send(sid):
+        for seq in range(per_sender):
+            tag = b"%d:%d" % (sid, seq)
+            push.send_multipart([tag, b"a" + tag, b"b" * (seq % 7) + tag, tag])
+
+    def recv():
+        while len(received) < total:
+            try:
+                msg = pull.recv_multipart()
+            except zmq.ZMQError:
+                return
+            received.append(msg)
+            if len(received) == total:
+                done.set()
+
+    rs = [spawn(recv) for _ in range(receivers)]
+    ss = [spawn(send, sid) for sid in range(senders)]
+    assert done.wait(timeout=45), f"only {len(received)} of {total} arrived"
+    gevent.joinall(ss, timeout=5, raise_error=True)
+    gevent.killall(rs)
+    seen = set()
+    last = {}
+    for msg in received:
+        tag = msg[0]
+        assert len(msg) == 4 and msg[1] == b"a" + tag and msg[2].endswith(tag) and msg[3] == tag, msg
+        assert tag not in seen, f"duplicate {tag}"
+        seen.add(tag)
+        sid, seq = map(int, tag.split(b":"))
+        assert seq > last.get(sid, -1), "per-sender order broken"
+        last[sid] = seq
+    assert len(seen) == total
+
+
+def test_send_and_recv_on_one_socket_from_many_greenlets(make_pair, spawn):
+    """DEALER<->DEALER echo: greenlets send and receive on the same socket at once."""
+    a, b = make_pair(zmq.DEALER, zmq.DEALER)
+    n = 2000
+
+    def echo():
+        for _ in range(n):
+            b.send_multipart(b.recv_multipart())
+
+    got = []
+    spawn(echo)
+    readers = [spawn(lambda: [got.append(a.recv_multipart()) for _ in range(n // 4)]) for _ in range(4)]
+    writers = [spawn(lambda k=k: [a.send_multipart([b"%d" % k, b"%d" % i]) for i in range(n // 4)]) for k in range(4)]
+    gevent.joinall(writers + readers, timeout=30, raise_error=True)
+    assert sorted(got) == sorted([b"%d" % k, b"%d" % i] for k in range(4) for i in range(n // 4))
+
+
+def test_rcvtimeo_honoured_and_socket_usable(make_pair):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    pull.rcvtimeo = 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t0 = time.monotonic()
+        with pytest.raises(zmq.Again):
+            pull.recv()
+        elapsed = time.monotonic() - t0
+    assert 0.09 <= elapsed < 0.1 + WAKE_BOUND
+    with pytest.raises(zmq.Again):
+        pull.recv_multipart()
+    push.send(b"after")
+    assert pull.recv() == b"after"
+
+
+def test_sndtimeo_honoured_and_socket_usable(ctx):
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 0
+    push.sndtimeo = 100
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    t0 = time.monotonic()
+    with pytest.raises(zmq.Again):
+        push.send(b"nobody listens")
+    assert 0.09 <= time.monotonic() - t0 < 0.1 + WAKE_BOUND
+    pull = ctx.socket(zmq.PULL)
+    pull.connect(f"tcp://127.0.0.1:{port}")
+    push.sndtimeo = -1
+    push.send(b"now")
+    assert pull.recv() == b"now"
+
+
+@pytest.mark.timeout(60)
+def test_timeout_and_kill_storm_loses_and_duplicates_nothing(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    n = 5000
+    rng = random.Random(7)
+    got = []
+    stop = gevent.event.Event()
+
+    def receiver():
+        while not stop.is_set():
+            with gevent.Timeout(rng.choice([0.0001, 0.001, 0.005]), False):
+                got.append(pull.recv())
+
+    def killer():
+        glets = [spawn(receiver) for _ in range(3)]
+        while not stop.is_set():
+            gevent.sleep(rng.random() * 0.002)
+            victim = rng.randrange(len(glets))
+            glets[victim].kill(block=False)
+            glets[victim] = spawn(receiver)
+        gevent.killall(glets)
+
+    k = spawn(killer)
+
+    def sender():
+        for i in range(n):
+            push.send(b"%d" % i)
+            if i % 50 == 0:
+                gevent.sleep(0)
+
+    spawn(sender).get(timeout=30)
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    stop.set()
+    k.join(timeout=5)
+    assert len(got) == n, f"{len(got)} of {n}"
+    assert sorted(got, key=int) == [b"%d" % i for i in range(n)]
+    assert len(set(got)) == n
+    # the socket is still fine
+    push.send(b"last")
+    assert pull.recv() == b"last"
+
+
+def test_close_wakes_every_waiter_with_enotsock(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    errors = []
+
+    def wait_recv():
+        try:
+            pull.recv()
+        except zmq.ZMQError as e:
+            errors.append(e.errno)
+
+    glets = [spawn(wait_recv) for _ in range(10)]
+    gevent.sleep(0.01)
+    t0 = time.monotonic()
+    pull.close()
+    gevent.joinall(glets, timeout=5)
+    assert time.monotonic() - t0 < WAKE_BOUND
+    assert errors == [zmq.ENOTSOCK] * 10
+
+
+def test_close_wakes_blocked_senders(ctx, spawn):
+    push = ctx.socket(zmq.PUSH)
+    push.bind_to_random_port("tcp://127.0.0.1")  # no peer: sends block
+    errors = []
+
+    def wait_send():
+        try:
+            push.send(b"x")
+        except zmq.ZMQError as e:
+            errors.append(e.errno)
+
+    glets = [spawn(wait_send) for _ in range(5)]
+    gevent.sleep(0.01)
+    push.close(linger=0)
+    gevent.joinall(glets, timeout=5)
+    assert errors == [zmq.ENOTSOCK] * 5
+
+
+def test_operations_on_closed_socket_raise(make_pair):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    pull.close()
+    with pytest.raises(zmq.ZMQError) as info:
+        pull.recv()
+    assert info.value.errno == zmq.ENOTSOCK
+    pull.close()  # twice is fine
+
+
+def test_garbage_collected_socket_releases_its_watcher(ctx):
+    sock = ctx.socket(zmq.PULL)
+    sock.bind_to_random_port("tcp://127.0.0.1")
+    sock.rcvtimeo = 10
+    with pytest.raises(zmq.Again):
+        sock.recv()  # created and used the watcher
+    waiters = sock._waiters
+    assert waiters.watcher is not None and not waiters.armed
+    ref = weakref.ref(sock)
+    gevent.sleep(0)  # let the hub finish the timer callback that woke us
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del sock
+        gc.collect()
+    assert ref() is None
+    assert waiters.watcher is None and waiters.closed
+
+
+def test_bad_input_raises_clearly_and_loses_nothing(make_pair):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    push.send(b"one")
+    with pytest.raises(TypeError):
+        push.send("a str is not bytes")
+    with pytest.raises(TypeError):
+        push.send_multipart([b"ok", object()])  # checked before any frame is sent
+    with pytest.raises(IndexError):
+        push.send_multipart([])
+    push.send_multipart([b"two", b"2"])
+    with pytest.raises((TypeError, BufferError, ValueError)):
+        pull.recv_into(b"read-only buffer")
+    assert pull.recv() == b"one"
+    assert pull.recv_multipart() == [b"two", b"2"]
+    with pytest.raises(zmq.Again):
+        pull.recv(zmq.DONTWAIT)
+
+
+def test_recv_into_is_green(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    buf = bytearray(16)
+    g = spawn(pull.recv_into, buf)
+    gevent.sleep(0.01)
+    assert not g.ready()
+    push.send(b"12345")
+    assert g.get(timeout=5) == 5
+    assert bytes(buf[:5]) == b"12345"
+
+
+def test_serializers_are_green(make_pair, spawn):
+    a, b = make_pair(zmq.PAIR, zmq.PAIR)
+    gs = [spawn(b.recv_string), spawn(b.recv_json), spawn(b.recv_pyobj), spawn(b.recv_serialized, lambda frames: frames[0] + frames[1])]
+    gevent.sleep(0.01)
+    assert not any(g.ready() for g in gs)
+    a.send_string("s")
+    a.send_json({"j": 1})
+    a.send_pyobj(("p", 2))
+    a.send_serialized(b"z", lambda x: [x, x])
+    assert [g.get(timeout=5) for g in gs] == ["s", {"j": 1}, ("p", 2), b"zz"]
+
+
+def test_socket_poll_is_green(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    assert pull.poll(10) == 0
+    g = spawn(pull.poll, 5000)
+    gevent.sleep(0.01)
+    assert not g.ready()
+    push.send(b"x")
+    assert g.get(timeout=5) == zmq.POLLIN
+
+
+def test_user_events_query_does_not_strand_waiters(make_pair, spawn):
+    """Reading EVENTS consumes the fd edge; a waiter on the same socket must still wake."""
+    a, b = make_pair(zmq.DEALER, zmq.DEALER)
+    stop = gevent.event.Event()
+
+    def query():
+        while not stop.is_set():
+            a.getsockopt(zmq.EVENTS)
+            _ = a.events
+            gevent.sleep(0)
+
+    spawn(query)
+    for i in range(200):
+        g = spawn(a.recv)
+        gevent.sleep(0)
+        b.send(b"%d" % i)
+        assert g.get(timeout=WAKE_BOUND) == b"%d" % i
+    stop.set()
