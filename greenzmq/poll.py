@@ -118,8 +118,11 @@ class Poller(zmq.Poller):
         """Poll the registered sockets and fds; as :meth:`zmq.Poller.poll`.
 
         ``timeout`` is in milliseconds; ``None`` or negative waits forever.
-        Returns a list of ``(socket_or_fd, events)``. Blocks only the calling
-        greenlet.
+        Returns a list of ``(socket_or_fd, events)`` (objects with ``fileno()``
+        are reported by their fd number, as pyzmq does). Blocks only the
+        calling greenlet. Raises :class:`zmq.ZMQError` (ENOTSOCK) if a
+        registered zmq socket is closed, also when it is closed while the
+        poll waits (pyzmq would report it as fd 0).
         """
         if timeout is None or timeout < 0:
             timeout = -1
@@ -132,6 +135,7 @@ class Poller(zmq.Poller):
             deadline = hub.loop.now() + timeout / 1000.0
         muted: set[Any] = set()
         while True:
+            self._check_open()
             events = super().poll(0)
             self._after_zmq_poll()
             if events or timeout == 0:
@@ -149,6 +153,14 @@ class Poller(zmq.Poller):
             # again at once (libev is level-triggered), so it is muted for the
             # rest of this call. Every other watcher only fires on news.
             muted.update(wake.fired)
+
+    def _check_open(self) -> None:
+        # libzmq would report a closed socket as fd 0 with POLLERR: say it instead
+        for sock, _ in self.sockets:
+            if isinstance(sock, zmq.Socket) and sock.closed:
+                raise zmq.ZMQError(
+                    zmq.ENOTSOCK, f"Socket operation on non-socket: {sock!r} is registered in the poller"
+                )
 
     def _after_zmq_poll(self) -> None:
         # zmq_poll read EVENTS on every socket, consuming fd signals that

@@ -1,0 +1,259 @@
+"""The green Poller and select: pyzmq's results, green waiting, no spinning."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import gevent
+import pytest
+from conftest import WAKE_BOUND
+
+import greenzmq as zmq
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    yield r, w
+    os.close(r)
+    os.close(w)
+
+
+def test_poll_returns_what_pyzmq_returns(make_pair):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    p = zmq.Poller()
+    p.register(pull, zmq.POLLIN)
+    p.register(push, zmq.POLLOUT)
+    assert dict(p.poll(1000)) == {push: zmq.POLLOUT}  # once connected
+    push.send(b"x")
+    assert pull.poll(1000) == zmq.POLLIN
+    assert dict(p.poll(0)) == {push: zmq.POLLOUT, pull: zmq.POLLIN}
+    p.unregister(push)
+    assert p.poll(1000) == [(pull, zmq.POLLIN)]
+    pull.recv()
+    assert p.poll(10) == []
+
+
+def test_poll_blocks_only_the_greenlet(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    p = zmq.Poller()
+    p.register(pull, zmq.POLLIN)
+    g = spawn(p.poll)
+    ticks = []
+    spawn(lambda: [ticks.append(gevent.sleep(0.001)) for _ in range(10)]).join(5)
+    assert len(ticks) == 10 and not g.ready()
+    push.send(b"x")
+    assert g.get(timeout=WAKE_BOUND) == [(pull, zmq.POLLIN)]
+
+
+def test_poll_timeout(make_pair):
+    _, pull = make_pair(zmq.PUSH, zmq.PULL)
+    p = zmq.Poller()
+    p.register(pull, zmq.POLLIN)
+    t0 = time.monotonic()
+    assert p.poll(100) == []
+    assert 0.09 <= time.monotonic() - t0 < 0.1 + WAKE_BOUND
+    assert p.poll(0) == []
+    assert p.poll(5.5) == []  # float ms accepted, as in pyzmq
+
+
+def test_poll_sockets_and_pipes_and_fileno_objects(make_pair, pipe, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    r, w = pipe
+    a, b = socket.socketpair()
+    try:
+        p = zmq.Poller()
+        p.register(pull, zmq.POLLIN)
+        p.register(r, zmq.POLLIN)
+        p.register(a, zmq.POLLIN)
+        assert p.poll(0) == []
+        g = spawn(p.poll, 5000)
+        gevent.sleep(0.01)
+        assert not g.ready()
+        os.write(w, b"!")
+        assert g.get(timeout=WAKE_BOUND) == [(r, zmq.POLLIN)]
+        os.read(r, 1)
+        g = spawn(p.poll, 5000)
+        gevent.sleep(0.01)
+        b.send(b"?")
+        # as pyzmq: an object with fileno() is reported by its fd number
+        assert g.get(timeout=WAKE_BOUND) == [(a.fileno(), zmq.POLLIN)]
+        a.recv(1)
+        g = spawn(p.poll, 5000)
+        gevent.sleep(0.01)
+        push.send(b"z")
+        assert g.get(timeout=WAKE_BOUND) == [(pull, zmq.POLLIN)]
+        p.register(w, zmq.POLLOUT)
+        assert (w, zmq.POLLOUT) in p.poll(1000)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_poll_plain_pyzmq_socket(pipe, spawn):
+    """A plain (non-green) zmq socket registered in the green poller still works."""
+    import zmq as plain
+
+    ctx = plain.Context()
+    try:
+        a, b = ctx.socket(plain.PAIR), ctx.socket(plain.PAIR)
+        a.bind("inproc://plain-in-green-poller")
+        b.connect("inproc://plain-in-green-poller")
+        p = zmq.Poller()
+        p.register(b, zmq.POLLIN)
+        g = spawn(p.poll, 5000)
+        gevent.sleep(0.01)
+        assert not g.ready()
+        a.send(b"x")
+        assert g.get(timeout=WAKE_BOUND) == [(b, zmq.POLLIN)]
+        a.close()
+        b.close()
+    finally:
+        ctx.term()
+
+
+def test_pollerr_only_fd_does_not_spin(pipe, spawn):
+    r, w = pipe
+    os.write(w, b"readable, but nobody asked for POLLIN")
+    p = zmq.Poller()
+    p.register(r, zmq.POLLERR)
+    cpu0 = time.process_time()
+    assert p.poll(300) == []
+    assert time.process_time() - cpu0 < 0.1, "the poller spun on a readable POLLERR-only fd"
+
+
+def test_poller_reuses_its_watchers(ctx, pipe):
+    r, _ = pipe
+    socks = []
+    for _ in range(50):
+        s = ctx.socket(zmq.PULL)
+        s.bind_to_random_port("tcp://127.0.0.1")
+        socks.append(s)
+    p = zmq.Poller()
+    for s in socks:
+        p.register(s, zmq.POLLIN)
+    p.register(r, zmq.POLLIN)
+    assert p.poll(5) == []
+    fd_watchers = list(p._watchers[r])
+    sock_watchers = [s._waiters.watcher for s in socks]
+    for _ in range(5):
+        assert p.poll(1) == []
+    assert p._watchers[r] == fd_watchers
+    assert [s._waiters.watcher for s in socks] == sock_watchers
+    assert not any(s._waiters.armed for s in socks), "listeners left behind"
+
+
+@pytest.mark.timeout(60)
+def test_poller_over_1000_sockets(ctx, spawn):
+    socks = []
+    for _ in range(1000):
+        s = ctx.socket(zmq.PULL)
+        s.linger = 0
+        socks.append(s)
+    for i, s in enumerate(socks):
+        s.bind(f"inproc://many-{i}")
+    p = zmq.Poller()
+    for s in socks:
+        p.register(s, zmq.POLLIN)
+    push = ctx.socket(zmq.PUSH)
+    push.connect("inproc://many-777")
+    g = spawn(p.poll, 10000)
+    gevent.sleep(0.05)
+    assert not g.ready()
+    push.send(b"x")
+    assert g.get(timeout=5) == [(socks[777], zmq.POLLIN)]
+    cpu0 = time.process_time()
+    g = spawn(p.poll, 500)
+    assert g.get(timeout=5) == [(socks[777], zmq.POLLIN)]  # still unread: immediate
+    socks[777].recv()
+    assert p.poll(200) == []
+    assert time.process_time() - cpu0 < 0.5
+
+
+def test_poller_and_recv_waiter_on_same_socket(make_pair, spawn):
+    a, b = make_pair(zmq.DEALER, zmq.DEALER)
+    p = zmq.Poller()
+    p.register(a, zmq.POLLIN)
+    receiver = spawn(a.recv)
+    gevent.sleep(0.01)
+    polled = spawn(p.poll, 5000)
+    gevent.sleep(0.01)
+    b.send(b"1")
+    assert receiver.get(timeout=WAKE_BOUND) == b"1"  # FIFO: the waiting recv gets it
+    b.send(b"2")
+    assert polled.get(timeout=WAKE_BOUND) == [(a, zmq.POLLIN)]
+    assert a.recv() == b"2"
+
+
+def test_poll_closed_socket_raises(make_pair, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    p = zmq.Poller()
+    p.register(pull, zmq.POLLIN)
+    g = spawn(p.poll, 5000)
+    gevent.sleep(0.01)
+    assert not g.ready()
+    pull.close()  # wakes the waiting poll
+    with pytest.raises(zmq.ZMQError) as info:
+        g.get(timeout=WAKE_BOUND)
+    assert info.value.errno == zmq.ENOTSOCK
+    with pytest.raises(zmq.ZMQError):
+        p.poll(0)
+    p.unregister(pull)  # the poller is usable again
+    assert p.poll(0) == []
+
+
+def test_poll_invalid_registration_raises():
+    p = zmq.Poller()
+    p.register(object(), zmq.POLLIN)
+    with pytest.raises((TypeError, ValueError)):
+        p.poll(0)
+
+
+def test_select(make_pair, pipe, spawn):
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    r, w = pipe
+    assert zmq.select([pull, r], [], [], 0) == ([], [], [])
+    g = spawn(zmq.select, [pull, r], [push], [], 5)
+    assert g.get(timeout=WAKE_BOUND) == ([], [push], [])
+    g = spawn(zmq.select, [pull, r], [], [], 5)
+    gevent.sleep(0.01)
+    assert not g.ready()
+    push.send(b"x")
+    assert g.get(timeout=WAKE_BOUND) == ([pull], [], [])
+    t0 = time.monotonic()
+    pull.recv()
+    assert zmq.select([pull], [], [], 0.1) == ([], [], [])
+    assert time.monotonic() - t0 < 0.1 + WAKE_BOUND
+
+
+_DISCONNECT_SCRIPT = """
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.DEALER)
+s.connect(sys.argv[1])
+s.send(b'hello')
+s.close(linger=5000)
+ctx.term()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_no_busy_loop_after_peers_disconnect(ctx, spawn):
+    """pyzmq issue 2167: after peers leave a ROUTER, a waiting poller stays idle."""
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    p = zmq.Poller()
+    p.register(router, zmq.POLLIN)
+    for _ in range(5):
+        subprocess.run([sys.executable, "-c", _DISCONNECT_SCRIPT, f"tcp://127.0.0.1:{port}"], timeout=30, check=True)
+        assert p.poll(5000)
+        router.recv_multipart()
+    gevent.sleep(0.2)  # disconnect handling settles
+    cpu0 = time.process_time()
+    assert p.poll(1000) == []
+    assert time.process_time() - cpu0 < 0.1
