@@ -19,6 +19,8 @@ events are libzmq's (``zmq_socket_monitor``).
 
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any, Callable, Iterator, NamedTuple
 
 import gevent
@@ -32,6 +34,7 @@ _STOPPED = zmq.EVENT_MONITOR_STOPPED
 #: :meth:`Monitor.close`, possibly from another greenlet) or its context was
 #: terminated. Either ends the iteration instead of raising.
 _GONE_ERRNOS = (zmq.ENOTSOCK, zmq.ETERM)
+_endpoint_ids = itertools.count()
 
 
 class MonitorEvent(NamedTuple):
@@ -84,7 +87,11 @@ class Monitor:
 
     def __init__(self, socket: zmq.Socket, events: int = zmq.EVENT_ALL) -> None:
         self.socket = socket
-        self.monitor_socket: zmq.Socket = socket.get_monitor_socket(events)
+        # A fresh endpoint each time: pyzmq's default (one name per socket fd)
+        # is still taken for a while after a previous monitor stopped, since
+        # libzmq releases inproc names asynchronously ("Address already in use").
+        addr = f"inproc://greenzmq.monitor.{os.getpid()}.{next(_endpoint_ids)}"
+        self.monitor_socket: zmq.Socket = socket.get_monitor_socket(events, addr)
         self.monitor_socket.linger = 0
 
     @property

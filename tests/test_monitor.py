@@ -216,3 +216,20 @@ def test_watch_callback_error_ends_greenlet_and_closes_monitor(ctx, server):
     assert cli._monitor_socket is None  # monitor released: a new one can start
     mon = Monitor(cli)
     mon.close()
+
+
+#: Monitor restarts in a row on one socket: pyzmq's per-fd endpoint name
+#: failed with "Address already in use" within a few of these.
+RESTARTS = 30
+
+
+def test_monitor_restarts_on_the_same_socket(ctx, server):
+    _, url = server
+    cli = ctx.socket(zmq.DEALER)
+    cli.linger = 0
+    for _ in range(RESTARTS):
+        Monitor(cli).close()
+    with Monitor(cli) as mon:
+        cli.connect(url)
+        _until(mon, zmq.EVENT_CONNECTED)
+    assert mon.closed and cli._monitor_socket is None
