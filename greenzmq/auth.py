@@ -138,6 +138,15 @@ class GreenAuthenticator(Authenticator):
         glet, self._greenlet = self._greenlet, None
         if glet is not None and glet is not getcurrent():
             glet.kill(block=True)
+        zap = self.zap_socket
+        if zap is not None and not zap.closed:
+            # close() frees the inproc name only when libzmq's reaper thread
+            # gets to it; unbind() frees it now, so start() may follow at once.
+            try:
+                zap.unbind(ZAP_ENDPOINT)
+            except zmq.ZMQError as e:
+                if e.errno not in (*_GONE, zmq.ENOENT):
+                    raise
         super().stop()
 
     def is_alive(self) -> bool:
