@@ -1,0 +1,261 @@
+"""greenzmq.ssh: zmq connections tunnelled through a real sshd on 127.0.0.1.
+
+The sshd is started by this module (tests/sshd_fixture.py) with generated
+host and client keys; the tests skip with the reason when sshd or paramiko is
+missing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import gevent
+import pytest
+from gevent import socket  # green: the tunnel's greenlets must run while a probe waits
+from conftest import WAKE_BOUND
+from sshd_fixture import SSHDUnavailable, start_sshd
+
+import greenzmq as zmq
+
+paramiko = pytest.importorskip("paramiko", reason="paramiko not installed (pip install paramiko)")
+from greenzmq import ssh  # noqa: E402  (after the skip: needs paramiko at call time only, but tests need it)
+
+#: Bound (s) on anything that crosses the tunnel: milliseconds on loopback.
+TUNNEL_BOUND = 20.0
+BIG = 4 << 20  # larger than paramiko's 2 MiB channel window: sends must wait for window adjusts
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    try:
+        server = start_sshd(str(tmp_path_factory.mktemp("sshd")))
+    except SSHDUnavailable as e:
+        pytest.skip(str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def opts(sshd):
+    """Keyword arguments that authenticate to the test sshd and verify its host key."""
+    return {"keyfile": sshd.client_key, "known_hosts": sshd.known_hosts, "host_key_policy": paramiko.RejectPolicy()}
+
+
+@pytest.fixture
+def echo(ctx, spawn):
+    """A REP echo server on tcp://127.0.0.1; yields its endpoint."""
+    rep = ctx.socket(zmq.REP)
+    rep.linger = 0
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+
+    def serve():
+        while True:
+            rep.send_multipart(rep.recv_multipart())
+
+    spawn(serve)
+    return f"tcp://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def tunnels():
+    made = []
+    yield made
+    for t in made:
+        t.close()
+
+
+def _req(ctx):
+    s = ctx.socket(zmq.REQ)
+    s.linger = 0
+    return s
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tunnel_connection_roundtrips(ctx, sshd, opts, echo, tunnels):
+    req = _req(ctx)
+    tunnel = ssh.tunnel_connection(req, echo, sshd.server, **opts)
+    tunnels.append(tunnel)
+    assert isinstance(tunnel, ssh.Tunnel) and tunnel.is_alive()
+    assert tunnel.url.startswith("tcp://127.0.0.1:") and tunnel.remote_address == ("127.0.0.1", int(echo.rsplit(":")[-1]))
+    with gevent.Timeout(TUNNEL_BOUND, AssertionError("tunnel round trips did not finish")):
+        for i in range(50):
+            req.send_multipart([b"msg", b"%d" % i])
+            assert req.recv_multipart() == [b"msg", b"%d" % i]
+
+
+@pytest.mark.timeout(40)
+def test_large_messages_both_ways(ctx, sshd, opts, echo, tunnels):
+    req = _req(ctx)
+    tunnels.append(ssh.tunnel_connection(req, echo, sshd.server, **opts))
+    payload = os.urandom(BIG)
+    with gevent.Timeout(TUNNEL_BOUND, AssertionError("large message did not cross the tunnel")):
+        for _ in range(2):
+            req.send(payload)
+            assert req.recv() == payload
+
+
+def test_hub_runs_while_tunnels_open(ctx, sshd, opts, echo, tunnels, spawn):
+    """Two tunnels come up concurrently, and other greenlets run meanwhile."""
+    ticks = []
+
+    def ticker():
+        while True:
+            ticks.append(1)
+            gevent.sleep(0)
+
+    spawn(ticker)
+    socks = [_req(ctx), _req(ctx)]
+    openers = [spawn(ssh.tunnel_connection, s, echo, sshd.server, **opts) for s in socks]
+    gevent.joinall(openers, timeout=TUNNEL_BOUND, raise_error=True)
+    tunnels.extend(g.value for g in openers)
+    assert len(ticks) > 0  # a hub blocked by the SSH handshakes would have run the ticker never
+    with gevent.Timeout(TUNNEL_BOUND, AssertionError("round trips through concurrent tunnels failed")):
+        for i, s in enumerate(socks):
+            s.send(b"%d" % i)
+        assert [s.recv() for s in socks] == [b"0", b"1"]
+    assert tunnels[0].url != tunnels[1].url
+
+
+def test_wrong_key_raises_and_socket_stays_usable(ctx, sshd, opts, echo, tunnels):
+    req = _req(ctx)
+    with gevent.Timeout(TUNNEL_BOUND, AssertionError("authentication failure took too long")):
+        with pytest.raises(paramiko.AuthenticationException):
+            ssh.tunnel_connection(req, echo, sshd.server, **{**opts, "keyfile": sshd.wrong_key})
+    tunnels.append(ssh.tunnel_connection(req, echo, sshd.server, **opts))
+    with gevent.Timeout(TUNNEL_BOUND, AssertionError("round trip after a failed tunnel")):
+        req.send(b"again")
+        assert req.recv() == b"again"
+
+
+def test_unknown_host_key_rejected(sshd, tmp_path, echo):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+        ssh.open_tunnel(
+            echo, sshd.server, keyfile=sshd.client_key, known_hosts=str(empty), host_key_policy=paramiko.RejectPolicy()
+        )
+
+
+@pytest.mark.parametrize(
+    "addr, server, kwargs",
+    [
+        ("ipc:///tmp/x", None, {}),
+        ("tcp://127.0.0.1", None, {}),
+        ("tcp://127.0.0.1:port", None, {}),
+        ("127.0.0.1:5555", None, {}),
+        (None, "user@host:notaport", {}),
+        (None, None, {"paramiko": False}),
+    ],
+)
+def test_bad_arguments_raise_value_error(ctx, sshd, opts, echo, tunnels, addr, server, kwargs):
+    req = _req(ctx)
+    with pytest.raises(ValueError):
+        ssh.tunnel_connection(req, addr or echo, server or sshd.server, **opts, **kwargs)
+    tunnels.append(ssh.tunnel_connection(req, echo, sshd.server, **opts))
+    with gevent.Timeout(TUNNEL_BOUND, AssertionError("socket unusable after a refused tunnel")):
+        req.send(b"ok")
+        assert req.recv() == b"ok"
+
+
+def test_remote_endpoint_bound_later(ctx, sshd, opts, tunnels):
+    """Channels refused while nothing listens; zmq reconnects once the peer binds."""
+    port = _free_port()
+    req = _req(ctx)
+    tunnel = ssh.tunnel_connection(req, f"tcp://127.0.0.1:{port}", sshd.server, **opts)
+    tunnels.append(tunnel)
+    req.send(b"early")  # queued until a connection through the tunnel completes
+    # a few refused channels go by (zmq retries every reconnect_ivl)
+    with gevent.Timeout(TUNNEL_BOUND, AssertionError("no connection attempt reached the tunnel")):
+        probe = socket.create_connection(tunnel.local_address)
+        assert probe.recv(1) == b""  # the tunnel closed it: the channel was refused
+        probe.close()
+    assert tunnel.is_alive()
+    rep = ctx.socket(zmq.REP)
+    rep.linger = 0
+    rep.bind(f"tcp://127.0.0.1:{port}")
+    with gevent.Timeout(TUNNEL_BOUND, AssertionError("zmq did not reconnect through the tunnel")):
+        assert rep.recv() == b"early"
+        rep.send(b"late")
+        assert req.recv() == b"late"
+
+
+def test_close_stops_listening_and_is_idempotent(ctx, sshd, opts, echo):
+    req = _req(ctx)
+    tunnel = ssh.tunnel_connection(req, echo, sshd.server, **opts)
+    with gevent.Timeout(TUNNEL_BOUND):
+        req.send(b"x")
+        assert req.recv() == b"x"
+    tunnel.close()
+    assert tunnel.closed and not tunnel.is_alive() and tunnel.join(0)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(tunnel.local_address).close()
+    tunnel.close()
+    assert "closed" in repr(tunnel)
+
+
+def test_timeout_expires_unused_tunnel(sshd, opts, echo):
+    url, tunnel = ssh.open_tunnel(echo, sshd.server, timeout=0.2, **opts)
+    assert tunnel.join(TUNNEL_BOUND), "an unused tunnel outlived its timeout"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(tunnel.local_address).close()
+
+
+def test_timeout_waits_for_last_connection(ctx, sshd, opts, echo):
+    req = _req(ctx)
+    tunnel = ssh.tunnel_connection(req, echo, sshd.server, timeout=0.2, **opts)
+    with gevent.Timeout(TUNNEL_BOUND):
+        req.send(b"x")
+        assert req.recv() == b"x"
+    # the connection is in use: the tunnel stays well past its timeout
+    assert not tunnel.join(WAKE_BOUND)
+    req.close()
+    assert tunnel.join(TUNNEL_BOUND), "tunnel did not close after its last connection ended"
+
+
+_PATCHED_SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey; monkey.patch_all()
+    import os, sys
+    import paramiko, gevent
+    import greenzmq as zmq
+    from greenzmq import ssh
+
+    server, keyfile, known_hosts = sys.argv[1:4]
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP); rep.linger = 0
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+    req = ctx.socket(zmq.REQ); req.linger = 0
+    before = len(os.listdir("/proc/self/task"))  # main thread + libzmq's I/O and reaper threads
+    tunnel = ssh.tunnel_connection(req, f"tcp://127.0.0.1:{port}", server, keyfile=keyfile,
+                                   known_hosts=known_hosts, host_key_policy=paramiko.RejectPolicy())
+    gevent.spawn(lambda: rep.send(rep.recv()))
+    with gevent.Timeout(20):
+        req.send(b"patched"); assert req.recv() == b"patched"
+    print("os-threads", before, len(os.listdir("/proc/self/task")))
+    tunnel.close(); ctx.destroy(linger=0)
+    """
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts OS threads in /proc/self/task (Linux)")
+def test_monkey_patched_process_forwards_without_threads(sshd, python_exe):
+    env = {**os.environ, "GEVENT_RESOLVER": "block"}  # numeric host: no resolver thread needed
+    out = subprocess.run(
+        [python_exe, "-c", _PATCHED_SCRIPT, sshd.server, sshd.client_key, sshd.known_hosts],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    before, after = out.stdout.split()[-2:]
+    assert after == before, f"the tunnel started OS threads: {out.stdout}{out.stderr}"
