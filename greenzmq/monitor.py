@@ -110,15 +110,24 @@ class Monitor:
         mon = self.monitor_socket
         if mon.closed:
             return None
+        # gevent.Timeout rather than RCVTIMEO: the option would also apply to
+        # other greenlets reading this monitor, and poll-then-recv could lose
+        # a race to them and wait past the timeout.
+        timer = gevent.Timeout.start_new(timeout) if timeout is not None else None
         try:
-            if timeout is not None and not mon.poll(timeout * 1000.0):
-                raise zmq.Again(zmq.EAGAIN)
             msg = mon.recv_multipart()
+        except gevent.Timeout as t:
+            if t is not timer:
+                raise
+            raise zmq.Again(zmq.EAGAIN, "no monitor event within the timeout") from None
         except zmq.ZMQError as e:
             if e.errno in _GONE_ERRNOS:
                 self._close_monitor_socket()
                 return None
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         parsed = parse_monitor_message(msg)
         event = zmq.Event(parsed["event"])
         if event == _STOPPED:

@@ -313,3 +313,34 @@ def test_cli_bad_url_is_a_clear_error(tmp_path):
     with gevent.Timeout(RECV_BOUND):
         out, err = proc.communicate()
     assert proc.returncode == 2 and "greenzmq.log:" in err and "Traceback" not in err
+
+
+@pytest.mark.timeout(40)
+def test_cli_bind_mode_with_handlers_connecting(ctx, logger):
+    proc = _cli("tcp://127.0.0.1:*", "--bind", stdout=gevent.subprocess.PIPE)
+    try:
+        line = _read_until(proc.stderr.readline, "listening on")
+        endpoint = line.split("listening on ", 1)[1].strip()
+        assert endpoint.startswith("tcp://127.0.0.1:")
+        pub = ctx.socket(zmq.XPUB)  # connects to the CLI; XPUB tells us it subscribed
+        pub.linger = 0
+        pub.connect(endpoint)
+        wait_subscription(pub)
+        logger.addHandler(PUBHandler(pub, root_topic="worker1"))
+        logger.info("connected the other way")
+        line = _read_until(proc.stdout.readline, "other way")
+        assert line.startswith("INFO     worker1.INFO | ")
+    finally:
+        _interrupt(proc)
+
+
+@pytest.mark.timeout(40)
+def test_cli_exits_cleanly_on_sigterm(xpub):
+    sock, url = xpub
+    proc = _cli(url, stdout=gevent.subprocess.PIPE)
+    wait_subscription(sock)
+    proc.terminate()
+    with gevent.Timeout(RECV_BOUND, AssertionError("CLI did not exit on SIGTERM")):
+        proc.wait()
+    err = proc.stderr.read()
+    assert proc.returncode == 0 and "Traceback" not in err, err

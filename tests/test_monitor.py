@@ -233,3 +233,36 @@ def test_monitor_restarts_on_the_same_socket(ctx, server):
         cli.connect(url)
         _until(mon, zmq.EVENT_CONNECTED)
     assert mon.closed and cli._monitor_socket is None
+
+
+def test_iteration_ends_when_the_context_terminates(spawn):
+    own = zmq.Context()
+    s = own.socket(zmq.DEALER)
+    s.linger = 0
+    mon = Monitor(s)
+    g = spawn(lambda: list(mon))
+    gevent.sleep(0)  # the reader blocks in recv
+    with gevent.Timeout(EVENT_BOUND, AssertionError("destroy did not finish")):
+        own.destroy(linger=0)
+    assert g.get(timeout=WAKE_BOUND) == []
+    assert mon.closed
+
+
+def test_two_readers_timeout_independently(ctx, server, spawn):
+    _, url = server
+    cli = ctx.socket(zmq.DEALER)
+    cli.linger = 0
+    mon = Monitor(cli, zmq.EVENT_CONNECTED)
+
+    def one():
+        try:
+            return mon.recv(timeout=WAKE_BOUND)
+        except zmq.Again:
+            return "timeout"
+
+    a, b = spawn(one), spawn(one)
+    gevent.sleep(0)
+    cli.connect(url)  # one CONNECTED event: one reader gets it, the other times out
+    results = sorted([a.get(timeout=EVENT_BOUND), b.get(timeout=EVENT_BOUND)], key=str)
+    assert results[1] == "timeout" and results[0].event == zmq.EVENT_CONNECTED, results
+    mon.close()

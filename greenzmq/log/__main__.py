@@ -76,7 +76,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="only records whose topic starts with this (the handler's root_topic, "
         "or root.LEVEL); repeatable; default: everything",
     )  # fmt: skip
-    p.add_argument("--bind", action="store_true", help="bind to the URL(s) instead of connecting")
+    p.add_argument(
+        "--bind", action="store_true",
+        help="bind to the URL(s) instead of connecting (handlers then connect their PUB); "
+        "the bound endpoint is printed on stderr",
+    )  # fmt: skip
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour by level")
     p.add_argument("--timestamp", action="store_true", help="prefix each line with the local time")
     return p.parse_args(argv)
@@ -94,7 +98,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         sub.subscribe(topic.encode("utf-8"))
     try:
         for url in args.url:
-            (sub.bind if args.bind else sub.connect)(url)
+            if args.bind:
+                sub.bind(url)
+                # with a wildcard port (tcp://127.0.0.1:*) this is how to find it
+                print(f"greenzmq.log: listening on {sub.last_endpoint.decode()}", file=sys.stderr, flush=True)
+            else:
+                sub.connect(url)
     except zmq.ZMQError as e:
         print(f"greenzmq.log: {e}: {url}", file=sys.stderr)
         sub.close()
