@@ -8,6 +8,7 @@ missing.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -218,6 +219,37 @@ def test_timeout_waits_for_last_connection(ctx, sshd, opts, echo):
     assert not tunnel.join(WAKE_BOUND)
     req.close()
     assert tunnel.join(TUNNEL_BOUND), "tunnel did not close after its last connection ended"
+
+
+def _session_pids(sshd) -> list[int]:
+    """The per-connection children of our sshd (one per SSH connection)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == sshd.proc.pid:
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds sshd's session processes in /proc (Linux)")
+def test_tunnel_closes_itself_when_ssh_connection_dies(ctx, sshd, opts, echo):
+    before = set(_session_pids(sshd))
+    req = _req(ctx)
+    tunnel = ssh.tunnel_connection(req, echo, sshd.server, **opts)
+    with gevent.Timeout(TUNNEL_BOUND):
+        req.send(b"x")
+        assert req.recv() == b"x"
+    ours = set(_session_pids(sshd)) - before
+    assert len(ours) == 1, ours
+    os.kill(ours.pop(), signal.SIGTERM)  # a child of the sshd this module started
+    assert tunnel.join(TUNNEL_BOUND), "tunnel outlived its SSH connection"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(tunnel.local_address).close()
 
 
 _PATCHED_SCRIPT = textwrap.dedent(
