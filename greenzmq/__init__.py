@@ -23,7 +23,7 @@ from zmq import *  # noqa: F403  (every public name of pyzmq, then ours on top)
 from greenzmq import error
 from greenzmq.context import Context
 from greenzmq.device import device, proxy, proxy_steerable
-from greenzmq.error import WrongThreadError
+from greenzmq.error import ForkedSocketError, WrongThreadError
 from greenzmq.poll import Poller, select
 from greenzmq.socket import Socket
 
@@ -33,7 +33,7 @@ greenzmq_version = "0.1.0"
 SyncContext = Context
 SyncSocket = Socket
 
-_OURS = ["error", "WrongThreadError", "greenzmq_version"]
+_OURS = ["error", "WrongThreadError", "ForkedSocketError", "greenzmq_version"]
 __all__ = list(dict.fromkeys([*_zmq.__all__, *_OURS]))
 
 

@@ -62,6 +62,8 @@ interleave. There is no timer anywhere except the caller's own timeout.
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections import deque
 from typing import Any, Callable
 
@@ -71,7 +73,7 @@ from gevent.monkey import get_original
 from gevent.hub import get_hub
 from zmq.backend import Socket as _RawSocket
 
-from greenzmq.error import WrongThreadError
+from greenzmq.error import ForkedSocketError, WrongThreadError
 
 __all__ = ["Waiters", "PARTIAL", "get_ident"]
 
@@ -94,6 +96,21 @@ MAX_DELIVERIES_PER_PASS = 64
 #: Returned by an operation that made progress but must stay at the head of its
 #: queue (a multipart send interrupted by the high-water mark mid-message).
 PARTIAL = object()
+
+#: The ``thread`` of every Waiters inherited by a forked child: matches no thread.
+_FORKED = -1
+_live: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Sockets made before fork() belong to the parent's libzmq context; using
+    # them in the child is undefined behaviour in libzmq. Make every such use
+    # fail the (free) thread check on the fast path, with a clear error.
+    for w in list(_live):
+        w.thread = _FORKED
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Op:
@@ -133,6 +150,7 @@ class Waiters:
         "armed",
         "pending",
         "closed",
+        "__weakref__",
     )
 
     def __init__(self, fd: int) -> None:
@@ -148,11 +166,21 @@ class Waiters:
         self.armed = False  # the watcher is started (somebody waits or listens)
         self.pending = False  # a service pass is queued or running
         self.closed = False
+        _live.add(self)
 
     # -- called from the socket's own thread --------------------------------
 
     def check_thread(self) -> None:
-        """Raise :class:`WrongThreadError` unless called from the owning thread."""
+        """Raise :class:`WrongThreadError` unless called from the owning thread.
+
+        Raises :class:`ForkedSocketError` in a child process for a socket made
+        before the fork.
+        """
+        if self.thread == _FORKED:
+            raise ForkedSocketError(
+                "this greenzmq socket was created before os.fork(); libzmq sockets "
+                "cannot be used in a forked child. Create a new Context in the child."
+            )
         if get_ident() != self.thread:
             raise WrongThreadError(
                 "this greenzmq socket belongs to the gevent hub of thread "

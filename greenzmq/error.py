@@ -27,6 +27,7 @@ __all__ = [
     "ZMQError",
     "ZMQVersionError",
     "WrongThreadError",
+    "ForkedSocketError",
 ]
 
 
@@ -37,4 +38,12 @@ class WrongThreadError(ZMQBaseError, RuntimeError):
     (libzmq sockets are not thread-safe, and a hub's watchers may only be
     touched by its own thread). Several threads may share one Context, each
     with its own sockets.
+    """
+
+
+class ForkedSocketError(WrongThreadError):
+    """A green socket made before ``os.fork()`` was used in the child process.
+
+    libzmq contexts and sockets do not survive a fork; the child must create
+    its own :class:`greenzmq.Context` (the parent's is untouched).
     """
