@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, Callable, NamedTuple
 
 import gevent
 import zmq

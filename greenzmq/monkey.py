@@ -62,7 +62,17 @@ import greenzmq
 __all__ = ["patch", "is_patched", "GreenAlias"]
 
 #: The names greenzmq replaces; everything else in zmq is pyzmq's own object.
-_SWAPPED = ("Context", "Socket", "SyncContext", "SyncSocket", "Poller", "select", "device", "proxy", "proxy_steerable")
+_SWAPPED = (
+    "Context",
+    "Socket",
+    "SyncContext",
+    "SyncSocket",
+    "Poller",
+    "select",
+    "device",
+    "proxy",
+    "proxy_steerable",
+)
 
 #: pyzmq submodules that subclass or capture ``zmq.Socket``/``zmq.Context`` when
 #: imported: imported before ``sys.modules['zmq']`` changes, so they keep the
@@ -79,7 +89,13 @@ _PRELOAD_PYZMQ = (
     "zmq.eventloop.zmqstream",
 )
 #: greenzmq's extension modules, for the same reason (imported if present).
-_PRELOAD_GREENZMQ = ("greenzmq.log", "greenzmq.monitor", "greenzmq.auth", "greenzmq.ssh", "greenzmq.eventloop")
+_PRELOAD_GREENZMQ = (
+    "greenzmq.log",
+    "greenzmq.monitor",
+    "greenzmq.auth",
+    "greenzmq.ssh",
+    "greenzmq.eventloop",
+)
 
 #: Module names never rebound: pyzmq and greenzmq hold the real objects on purpose.
 _OWN_PREFIXES = ("zmq.", "greenzmq.")

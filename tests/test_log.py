@@ -11,9 +11,9 @@ import threading
 
 import gevent
 import gevent.subprocess
-from gevent.fileobject import FileObjectPosix
 import pytest
 from conftest import WAKE_BOUND
+from gevent.fileobject import FileObjectPosix
 
 import greenzmq as zmq
 from greenzmq.log import PUBHandler, TopicLogger

@@ -181,7 +181,7 @@ def test_patch_zmq_makes_plain_pyzmq_code_green(libdir, when):
     assert out.strip() == "OK"
 
 
-LOCUSTFILE = '''
+LOCUSTFILE = """
 import os
 if os.environ.get("GREENZMQ_PATCH_IN_LOCUSTFILE"):
     # locust imported locust.rpc.zmqrpc already: this is the "after" path
@@ -204,7 +204,7 @@ def _report(environment, **kw):
     if rpc is not None:
         sock = type(rpc.socket)
         print(f"RPC-SOCKET {sock.__module__}.{sock.__qualname__} port={getattr(rpc, 'port', '')}", flush=True)
-'''
+"""
 
 #: The worker is patched *before* locust is imported (a launcher), the master
 #: *after* (from its locustfile): both paths carry the real RPC.
@@ -256,3 +256,41 @@ def test_locust_master_and_worker_rpc_over_greenzmq(tmp_path):
     # the worker's requests reached the master's stats: the RPC carried them
     row = re.search(r"^FAKE\s+ping\s+(\d+)\s+0\(0\.00%\)", master_out, re.M)
     assert row and int(row.group(1)) > 0, master_out
+
+
+def test_patch_zmq_threads_each_use_their_own_sockets(libdir):
+    # zmq=True reaches every thread: sockets work in the thread that made them
+    # (its own hub serves them); handing one to another thread is a clear error.
+    out = run_py(
+        """
+        import threading, greenzmq, greenzmq.monkey as m
+        m.patch(zmq=True)
+        import zmq
+        from greenzmq.error import WrongThreadError
+        ctx = zmq.Context.instance()
+        pull = ctx.socket(zmq.PULL)
+        pull.bind("inproc://t")
+        made_here = ctx.socket(zmq.PUSH)
+        result = {}
+
+        def worker():
+            push = ctx.socket(zmq.PUSH)  # made and used in this thread
+            result["type"] = type(push).__name__
+            push.connect("inproc://t")
+            push.send(b"from thread")
+            push.close()
+            try:
+                made_here.send(b"x", zmq.DONTWAIT)
+            except WrongThreadError:
+                result["foreign"] = "WrongThreadError"
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join(20)
+        assert pull.recv() == b"from thread"
+        print(result["type"], result["foreign"])
+        for s in (pull, made_here): s.close(linger=0)
+        """,
+        libdir,
+    )
+    assert out.split() == ["Socket", "WrongThreadError"]

@@ -19,7 +19,8 @@ import os
 import signal
 import sys
 import time
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 import gevent
 import zmq
@@ -86,6 +87,40 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _attach(sub: zmq.Socket, urls: Sequence[str], bind: bool) -> None:
+    for url in urls:
+        try:
+            if bind:
+                sub.bind(url)
+                # with a wildcard port (tcp://127.0.0.1:*) this is how to find it
+                print(f"greenzmq.log: listening on {sub.last_endpoint.decode()}", file=sys.stderr, flush=True)
+            else:
+                sub.connect(url)
+        except zmq.ZMQError as e:
+            raise zmq.ZMQError(e.errno, f"{e.strerror}: {url}") from None
+
+
+def _print_records(sub: zmq.Socket, out: TextIO, color: bool, timestamp: bool) -> None:
+    """Print each record until the socket is closed (by a signal) or stdout goes away."""
+    while True:
+        try:
+            frames = sub.recv_multipart()
+        except zmq.ZMQError:
+            return  # closed by a signal, or the context went away
+        if len(frames) != FRAMES:
+            print(f"greenzmq.log: skipped a {len(frames)}-frame message (not a log record)", file=sys.stderr)
+            continue
+        topic, text = (f.decode("utf-8", "replace") for f in frames)
+        stamp = time.strftime("%H:%M:%S ") if timestamp else ""
+        try:
+            print(format_record(topic, text, color, stamp), file=out, flush=True)
+        except BrokenPipeError:
+            # `... | head`: the reader went away. Point stdout at devnull so
+            # the interpreter's final flush does not complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            return
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the subscriber until SIGINT/SIGTERM; return the exit status."""
     args = _parse(argv)
@@ -94,42 +129,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     ctx = Context()
     sub = ctx.socket(zmq.SUB)
     sub.linger = 0
-    for topic in args.topic or [""]:
-        sub.subscribe(topic.encode("utf-8"))
-    try:
-        for url in args.url:
-            if args.bind:
-                sub.bind(url)
-                # with a wildcard port (tcp://127.0.0.1:*) this is how to find it
-                print(f"greenzmq.log: listening on {sub.last_endpoint.decode()}", file=sys.stderr, flush=True)
-            else:
-                sub.connect(url)
-    except zmq.ZMQError as e:
-        print(f"greenzmq.log: {e}: {url}", file=sys.stderr)
-        sub.close()
-        ctx.term()
-        return EXIT_USAGE
-
-    # A signal closes the socket from the hub; the loop below then ends on ENOTSOCK.
+    # A signal closes the socket from the hub; the loop below then ends on
+    # ENOTSOCK. Installed before connecting: once a publisher can see us, a
+    # signal must already mean "exit cleanly".
     handlers = [gevent.signal_handler(sig, sub.close) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
-        while True:
-            try:
-                frames = sub.recv_multipart()
-            except zmq.ZMQError:
-                break  # closed by a signal, or the context went away
-            if len(frames) != FRAMES:
-                print(f"greenzmq.log: skipped a {len(frames)}-frame message (not a log record)", file=sys.stderr)
-                continue
-            topic, text = (f.decode("utf-8", "replace") for f in frames)
-            stamp = time.strftime("%H:%M:%S ") if args.timestamp else ""
-            try:
-                print(format_record(topic, text, color, stamp), file=out, flush=True)
-            except BrokenPipeError:
-                # `... | head`: the reader went away. Point stdout at devnull so
-                # the interpreter's final flush does not complain either.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-                break
+        for topic in args.topic or [""]:
+            sub.subscribe(topic.encode("utf-8"))
+        try:
+            _attach(sub, args.url, args.bind)
+        except zmq.ZMQError as e:
+            print(f"greenzmq.log: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        _print_records(sub, out, color, args.timestamp)
     finally:
         for h in handlers:
             h.cancel()
