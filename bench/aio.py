@@ -1,0 +1,170 @@
+"""The same workloads as :mod:`bench.workloads`, for ``zmq.asyncio``.
+
+Each workload is the blocking-style code with ``await`` added: the same
+sockets, patterns, message counts and peers, tasks instead of greenlets, one
+``asyncio.run`` per measurement (the default event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from bench.workloads import SETTLE_SECONDS, Sockets, bind_endpoint, cpu_seconds, now, rss_bytes
+
+__all__ = ["WORKLOADS"]
+
+
+async def _push_pull(n: int, size: int, transport: str) -> dict[str, float]:
+    socket = Sockets(zmq.asyncio)
+    try:
+        pull = socket(zmq.PULL)
+        push = socket(zmq.PUSH)
+        push.connect(bind_endpoint(pull, transport))
+        await push.send(b"w")
+        await pull.recv()
+        msg = b"x" * size
+
+        async def send_all() -> None:
+            for _ in range(n):
+                await push.send(msg)
+
+        async def recv_all() -> None:
+            for _ in range(n):
+                await pull.recv()
+
+        t0 = now()
+        await asyncio.gather(recv_all(), send_all())
+        seconds = now() - t0
+    finally:
+        socket.close()
+    return {"rate": n / seconds}
+
+
+async def _req_rep(n: int, size: int, transport: str) -> dict[str, float]:
+    socket = Sockets(zmq.asyncio)
+    try:
+        rep = socket(zmq.REP)
+        req = socket(zmq.REQ)
+        req.connect(bind_endpoint(rep, transport))
+        await req.send(b"w")
+        await rep.send(await rep.recv())
+        await req.recv()
+        msg = b"x" * size
+
+        async def serve() -> None:
+            for _ in range(n):
+                await rep.send(await rep.recv())
+
+        async def ask() -> None:
+            for _ in range(n):
+                await req.send(msg)
+                await req.recv()
+
+        t0 = now()
+        await asyncio.gather(serve(), ask())
+        seconds = now() - t0
+    finally:
+        socket.close()
+    return {"rate": n / seconds}
+
+
+async def _echo_clients(sockets: int, tasks: int, n: int, size: int, transport: str) -> dict[str, float]:
+    socket = Sockets(zmq.asyncio)
+    try:
+        router = socket(zmq.ROUTER)
+        endpoint = bind_endpoint(router, transport)
+        dealers = []
+        for _ in range(sockets):
+            dealer = socket(zmq.DEALER)
+            dealer.connect(endpoint)
+            dealers.append(dealer)
+        msg = b"x" * size
+
+        async def serve(count: int) -> None:
+            for _ in range(count):
+                await router.send_multipart(await router.recv_multipart())
+
+        async def client(dealer: Any, k: int) -> None:
+            for _ in range(k):
+                await dealer.send(msg)
+                await dealer.recv()
+
+        server = asyncio.ensure_future(serve(sockets + tasks * n))
+        await asyncio.gather(*(client(d, 1) for d in dealers))
+        t0 = now()
+        await asyncio.gather(*(client(dealers[i % sockets], n) for i in range(tasks)))
+        await server
+        seconds = now() - t0
+    finally:
+        socket.close()
+    return {"rate": tasks * n / seconds}
+
+
+async def _idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
+    socket = Sockets(zmq.asyncio)
+    try:
+        push = socket(zmq.PUSH)
+        endpoint = bind_endpoint(push, "inproc")
+        gc.collect()
+        rss0 = rss_bytes()
+        pulls = []
+        for _ in range(sockets):
+            pull = socket(zmq.PULL)
+            pull.connect(endpoint)
+            pulls.append(pull)
+        tasks = [asyncio.ensure_future(pull.recv()) for pull in pulls]
+        await asyncio.sleep(SETTLE_SECONDS)
+        cpu0, t0 = cpu_seconds(), now()
+        await asyncio.sleep(idle_seconds)
+        cpu_percent = 100.0 * (cpu_seconds() - cpu0) / (now() - t0)
+        gc.collect()
+        rss1 = rss_bytes()
+        push.getsockopt(zmq.EVENTS)
+        t0 = now()
+        for _ in range(sockets):
+            await push.send(b"w")
+        await asyncio.gather(*tasks)
+        wake_seconds = now() - t0
+    finally:
+        socket.close()
+    return {
+        "cpu_percent": cpu_percent,
+        "rss_per_socket_kib": (rss1 - rss0) / sockets / 1024.0,
+        "wake_all_ms": wake_seconds * 1000.0,
+    }
+
+
+def push_pull(n: int, size: int, transport: str) -> dict[str, float]:
+    return asyncio.run(_push_pull(n, size, transport))
+
+
+def req_rep(n: int, size: int, transport: str) -> dict[str, float]:
+    return asyncio.run(_req_rep(n, size, transport))
+
+
+def fan_in(clients: int, n: int, size: int, transport: str) -> dict[str, float]:
+    return asyncio.run(_echo_clients(clients, clients, n, size, transport))
+
+
+def sharing(tasks: int, sockets: int, total: int, size: int, transport: str) -> dict[str, float]:
+    if tasks % sockets:
+        raise ValueError(f"sharing: tasks ({tasks}) must be a multiple of sockets ({sockets})")
+    return asyncio.run(_echo_clients(sockets, tasks, max(1, total // tasks), size, transport))
+
+
+def idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
+    return asyncio.run(_idle_scale(sockets, idle_seconds))
+
+
+WORKLOADS = {
+    "push_pull": push_pull,
+    "req_rep": req_rep,
+    "fan_in": fan_in,
+    "sharing": sharing,
+    "idle_scale": idle_scale,
+}
