@@ -344,3 +344,26 @@ def test_cli_exits_cleanly_on_sigterm(xpub):
         proc.wait()
     err = proc.stderr.read()
     assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+def test_dictconfig_handler_construction(ctx, xpub, logger):
+    # dictConfig's own handler factory; dictConfig() itself would also close
+    # every handler of the process (pytest's too), so it is not called here.
+    import logging.config
+
+    sock, url = xpub
+    sub = _joined_sub(ctx, sock, url)
+    configurator = logging.config.DictConfigurator({"version": 1})
+    handler = configurator.configure_handler(
+        {
+            "class": "greenzmq.log.PUBHandler",
+            "interface_or_socket": sock,
+            "root_topic": "cfg",
+            "level": "INFO",
+        }
+    )
+    assert isinstance(handler, PUBHandler) and handler.level == logging.INFO
+    logger.addHandler(handler)
+    logger.debug("below the level")
+    logger.info("configured")
+    assert recv_record(sub) == ("cfg.INFO", "configured\n")
