@@ -154,7 +154,9 @@ def fan_in(clients: int, n: int, size: int, transport: str) -> dict[str, float]:
 def sharing(tasks: int, sockets: int, total: int, size: int, transport: str) -> dict[str, float]:
     if tasks % sockets:
         raise ValueError(f"sharing: tasks ({tasks}) must be a multiple of sockets ({sockets})")
-    return asyncio.run(_echo_clients(sockets, tasks, max(1, total // tasks), size, transport))
+    many = asyncio.run(_echo_clients(sockets, tasks, max(1, total // tasks), size, transport))["rate"]
+    base = asyncio.run(_echo_clients(sockets, sockets, max(1, total // sockets), size, transport))["rate"]
+    return {"rate": many, "rate_one_per_socket": base, "scaling": many / base}
 
 
 def idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:

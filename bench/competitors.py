@@ -24,9 +24,7 @@ _TASK_ONLY = ("sharing",)
 def _bind(runtime: Any, exclude: tuple[str, ...] = ()) -> Table:
     from bench.workloads import WORKLOADS
 
-    return {
-        name: functools.partial(fn, runtime) for name, fn in WORKLOADS.items() if name not in exclude
-    }
+    return {name: functools.partial(fn, runtime) for name, fn in WORKLOADS.items() if name not in exclude}
 
 
 def _gevent_runtime(name: str, zmq_module: Any) -> Any:

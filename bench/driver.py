@@ -41,6 +41,9 @@ class Case:
     workload: str  # a name in bench.workloads.WORKLOADS
     params: dict[str, Any]
     unit: str = "msg/s"
+    #: run each repetition in a new worker process (memory measurements need
+    #: a heap that earlier workloads have not already grown)
+    fresh: bool = False
 
 
 @dataclass
@@ -165,6 +168,14 @@ def _describe(case: Case, metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:,.2f}" for k, v in metrics.items())
 
 
+def _run_fresh(name: str, case: Case, timeout: float) -> dict[str, float]:
+    w = Worker(name)
+    try:
+        return w.run(case.workload, case.params, timeout)
+    finally:
+        w.close()
+
+
 def run_cases(
     cases: list[Case],
     competitors: list[str],
@@ -209,7 +220,10 @@ def run_cases(
                         outcome.error = "n/a"
                     elif outcome.error is None:
                         try:
-                            metrics = w.run(case.workload, case.params, timeout)
+                            if case.fresh:
+                                metrics = _run_fresh(name, case, timeout)
+                            else:
+                                metrics = w.run(case.workload, case.params, timeout)
                         except WorkerError as exc:
                             outcome.error = str(exc)
                             outcome.runs.append(None)

@@ -22,6 +22,7 @@ __all__ = [
     "summary",
     "paired_ratio",
     "rate_table",
+    "metrics_table",
     "scale_table",
     "targets_table",
     "machine",
@@ -38,7 +39,7 @@ SCALE_METRICS = (
 
 def summary(outcome: Outcome, metric: str) -> tuple[float, float, float] | None:
     """(median, min, max) of ``metric`` over the successful runs, or None."""
-    values = [r[metric] for r in outcome.runs if r is not None]
+    values = [r[metric] for r in outcome.runs if r is not None and metric in r]
     if not values:
         return None
     return statistics.median(values), min(values), max(values)
@@ -49,7 +50,7 @@ def paired_ratio(a: Outcome, b: Outcome, metric: str = "rate") -> float | None:
     ratios = [
         ra[metric] / rb[metric]
         for ra, rb in zip(a.runs, b.runs)
-        if ra is not None and rb is not None and rb[metric]
+        if ra is not None and rb is not None and metric in ra and rb.get(metric)
     ]
     return statistics.median(ratios) if ratios else None
 
@@ -84,33 +85,54 @@ def rate_table(
     return "\n".join(lines)
 
 
-def scale_table(case: Case, outcomes: dict[str, Outcome], reference: str = "ceiling") -> str:
-    """Markdown table of the idle/scale case: each metric as median [min–max]."""
-    head = ["competitor"] + [title for _, title, _ in SCALE_METRICS] + [f"RSS × {reference}"]
+def metrics_table(
+    case: Case,
+    outcomes: dict[str, Outcome],
+    metrics: tuple[tuple[str, str, str], ...],
+    ratio_metric: str | None = None,
+    reference: str | None = None,
+) -> str:
+    """Markdown table of a case with several metrics, each as median [min–max].
+
+    ``metrics`` is a sequence of (key, column title, format). With
+    ``ratio_metric`` and ``reference``, a last column gives each competitor's
+    median of that metric over the reference's median.
+    """
+    head = ["competitor"] + [title for _, title, _ in metrics]
+    if ratio_metric and reference:
+        head.append(f"{ratio_metric} × {reference}")
     lines = [f"**{case.title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    ref = outcomes.get(reference)
+    first = metrics[0][0]
+    ref = outcomes.get(reference) if reference else None
     for name, outcome in outcomes.items():
-        if summary(outcome, "cpu_percent") is None:
+        if summary(outcome, first) is None:
             if outcome.error != "n/a":
                 lines.append(f"| {name} | {_failure_cell(outcome)} |" + " |" * (len(head) - 2))
             continue
         cells = [name]
-        for key, _, fmt in SCALE_METRICS:
+        for key, _, fmt in metrics:
             med, lo, hi = summary(outcome, key)
             cells.append(f"{fmt.format(med)} [{fmt.format(lo)}–{fmt.format(hi)}]")
-        rss, ref_rss = summary(outcome, "rss_per_socket_kib"), ref and summary(ref, "rss_per_socket_kib")
-        cells.append(f"{rss[0] / ref_rss[0]:.2f}×" if ref_rss and ref_rss[0] > 0 else "–")
+        if ratio_metric and reference:
+            mine, theirs = summary(outcome, ratio_metric), ref and summary(ref, ratio_metric)
+            cells.append(f"{mine[0] / theirs[0]:.2f}×" if theirs and theirs[0] > 0 else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def scale_table(case: Case, outcomes: dict[str, Outcome], reference: str = "ceiling") -> str:
+    """The idle/scale case: CPU, memory per socket, wake-all time; RSS vs ``reference``."""
+    return metrics_table(case, outcomes, SCALE_METRICS, "rss_per_socket_kib", reference)
 
 
 @dataclass(frozen=True)
 class Target:
     """A performance target: ``competitor`` vs ``reference`` on ``case_key``.
 
-    For ``metric == "rate"`` the paired ratio must be ``>= threshold``; for the
-    scale metrics ``kind`` says how: ``"max"`` (value <= threshold, absolute)
-    or ``"ratio_max"`` (value / reference's value <= threshold).
+    ``kind`` says how ``threshold`` is checked: ``"ratio_min"`` (the paired
+    ratio to ``reference`` is >= threshold), ``"min"`` / ``"max"`` (the median
+    itself is >= / <= threshold) or ``"ratio_max"`` (median over the
+    reference's median <= threshold).
     """
 
     label: str
@@ -132,7 +154,7 @@ def _measure(target: Target, outcomes: dict[str, Outcome]) -> float | None:
     s = summary(mine, target.metric)
     if s is None:
         return None
-    if target.kind == "max":
+    if target.kind in ("min", "max"):
         return s[0]
     ref = outcomes.get(target.reference)
     r = ref and summary(ref, target.metric)
@@ -149,8 +171,8 @@ def targets_table(targets: list[Target], results: dict[str, dict[str, Outcome]])
         if value is None:
             lines.append(f"| {t.label} | – | not measured |")
             continue
-        ok = value >= t.threshold if t.kind == "ratio_min" else value <= t.threshold
-        shown = f"{value:.2f}" if t.kind == "max" else f"{value:.2f}×"
+        ok = value >= t.threshold if t.kind in ("ratio_min", "min") else value <= t.threshold
+        shown = f"{value:.2f}" if t.kind in ("min", "max") else f"{value:.2f}×"
         lines.append(f"| {t.label} | {shown} | {'met' if ok else '**MISSED**'} |")
     return "\n".join(lines)
 
@@ -190,7 +212,11 @@ def chart(
         import matplotlib.pyplot as plt
     except ImportError as exc:
         return f"no chart: {exc}"
-    rate_cases = [c for c in cases if c.workload != "idle_scale" and reference in results[c.key]]
+    rate_cases = [
+        c
+        for c in cases
+        if reference in results[c.key] and summary(results[c.key][reference], "rate") is not None
+    ]
     names: list[str] = []
     for c in rate_cases:
         for n in results[c.key]:
@@ -208,7 +234,7 @@ def chart(
                 ys.append(ratio)
         ax.bar(xs, ys, width, label=name)
     ax.set_xticks(range(len(rate_cases)))
-    ax.set_xticklabels([c.title for c in rate_cases], rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels([c.key for c in rate_cases], rotation=20, ha="right", fontsize=8)
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_ylabel(f"rate / {reference} (paired median)")
     ax.set_title("greenzmq benchmark: speed relative to the single-thread ceiling")

@@ -211,11 +211,17 @@ def fan_in(rt: Runtime, clients: int, n: int, size: int, transport: str) -> dict
 
 
 def sharing(rt: Runtime, tasks: int, sockets: int, total: int, size: int, transport: str) -> dict[str, float]:
-    """``tasks`` tasks share ``sockets`` DEALERs (``tasks // sockets`` per socket),
-    ``total`` round trips in all, against one ROUTER echo."""
+    """Many tasks per socket vs one task per socket, measured back to back.
+
+    ``tasks`` tasks share ``sockets`` DEALERs (``tasks // sockets`` per socket),
+    then ``sockets`` tasks use one DEALER each; both make ``total`` round trips
+    against one ROUTER echo. ``scaling`` is the first rate over the second.
+    """
     if tasks % sockets:
         raise ValueError(f"sharing: tasks ({tasks}) must be a multiple of sockets ({sockets})")
-    return _echo_clients(rt, sockets, tasks, max(1, total // tasks), size, transport)
+    many = _echo_clients(rt, sockets, tasks, max(1, total // tasks), size, transport)["rate"]
+    base = _echo_clients(rt, sockets, sockets, max(1, total // sockets), size, transport)["rate"]
+    return {"rate": many, "rate_one_per_socket": base, "scaling": many / base}
 
 
 def idle_scale(rt: Runtime, sockets: int, idle_seconds: float) -> dict[str, float]:
