@@ -35,8 +35,9 @@ go through it):
 
 * Blocked operations wait in two FIFO queues (readers, writers) and
   *listeners* (pollers, event-loop handlers) register one-shot interest.
-* One io watcher on ``ZMQ_FD`` is active while anybody waits (none otherwise,
-  so an idle socket costs nothing and an unwatched fd cannot spin the loop).
+* One io watcher on ``ZMQ_FD`` is active while anybody waits (and lazily a
+  little longer, see below), so an idle socket costs nothing and an unwatched
+  fd cannot spin the loop.
 * :meth:`Waiters.service` runs in the hub: it reads ``EVENTS``, performs the
   head reader's and head writer's operation itself (non-blocking), switches the
   result straight into the waiting greenlet, fires matching listeners, and
@@ -47,9 +48,20 @@ go through it):
   (a fast-path ``send``/``recv``, a user's ``EVENTS`` query, a poller's
   ``zmq_poll``) calls :meth:`Waiters.schedule`, which queues one ``service``
   run unless one is already queued or running (a running pass reads ``EVENTS``
-  again before it may stop, so it covers calls made while it runs). A greenlet
-  that starts waiting also schedules one: that is the ``EVENTS`` check *after*
-  the watch started.
+  again before it may stop, so it covers calls made while it runs).
+* The ``EVENTS`` check *after* the watch started: a listener (poller, event
+  loop) schedules one when it starts listening. A blocked ``send``/``recv``
+  needs none, because its own failed ``DONTWAIT`` attempt, made just before
+  with no yield since, already left the mailbox in the state fact 3 describes:
+  libzmq's non-blocking ``recv`` processes every pending command before it
+  returns EAGAIN, and a non-blocking ``send`` either does the same or (when
+  throttled) processes none, leaving the fd raised by whatever is pending.
+  Either way the next news raises the fd. ``tests/test_waiter.py`` forces
+  each way an edge can be consumed and fails if any of these checks is lost.
+* The watcher is stopped lazily: when the last waiter leaves it stays started
+  (but no longer keeps the loop alive), and stops itself the first time it
+  fires with nobody waiting. A request/reply loop thus never pays to stop and
+  restart it, and an idle socket still cannot keep waking the hub.
 
 Because the hub performs the operation and delivers its result in the same
 step, a message is never taken off the socket for a greenlet that is no longer
@@ -148,6 +160,7 @@ class Waiters:
         "listeners",
         "watcher",
         "armed",
+        "watching",
         "pending",
         "closed",
         "__weakref__",
@@ -163,7 +176,8 @@ class Waiters:
         # key -> (mask, callback); one-shot: removed before the callback runs
         self.listeners: dict[Any, tuple[int, Callable[[int], Any]]] = {}
         self.watcher: Any = None
-        self.armed = False  # the watcher is started (somebody waits or listens)
+        self.armed = False  # somebody waits or listens: calls must be followed by a check
+        self.watching = False  # the watcher is started (stopped lazily, see service)
         self.pending = False  # a service pass is queued or running
         self.closed = False
         _live.add(self)
@@ -194,24 +208,46 @@ class Waiters:
             self.pending = True
             self.loop.run_callback(self.service, sock)
 
-    def _arm(self, sock: Any, check: bool = True) -> None:
-        if not self.armed:
+    def _arm(self, sock: Any, check: bool) -> None:
+        if not self.watching:
             watcher = self.watcher
             if watcher is None:
                 watcher = self.watcher = self.loop.io(self.fd, _READ)
-            watcher.start(self.service, sock)
-            self.armed = True
+            # a weak reference: a watcher left running must not keep an
+            # abandoned socket alive (its __del__ closes the watcher)
+            watcher.start(self._on_fd, weakref.ref(sock))
+            self.watching = True
+        if not self.armed:
+            self.watcher.ref = True  # keeps the loop alive while somebody waits
+        self.armed = True
         if check:
             # the EVENTS check *after* the watch started
             self.schedule(sock)
 
     def _disarm_if_idle(self) -> None:
+        # The watcher keeps running: a socket whose greenlets come back to wait
+        # (a request/reply loop) would otherwise pay for stopping and
+        # restarting it on every call. It stops itself the first time it
+        # fires with nobody waiting (see service), so an idle socket cannot
+        # keep waking the hub.
         if self.armed and not (self.readers or self.writers or self.listeners):
-            self.watcher.stop()
             self.armed = False
+            # an idle watcher must not keep gevent.wait() or hub.join() waiting
+            self.watcher.ref = False
+
+    def _stop_watching(self) -> None:
+        if self.watching:
+            self.watcher.stop()
+            self.watching = False
 
     def wait(
-        self, sock: Any, queue: deque, run: Callable[[], Any], timeout_ms: int, front: bool = False
+        self,
+        sock: Any,
+        queue: deque,
+        run: Callable[[], Any],
+        timeout_ms: int,
+        front: bool = False,
+        check: bool = True,
     ) -> Any:
         """Block the calling greenlet until ``run()`` succeeds in the hub.
 
@@ -221,7 +257,9 @@ class Waiters:
         whatever ``run`` raised otherwise. Interrupting the wait (Timeout,
         kill) removes the caller from the queue with nothing taken.
         ``front`` puts the caller ahead of the queue (a message already half
-        sent must be finished before anything else).
+        sent must be finished before anything else). ``check=False`` skips the
+        ``EVENTS`` check after the watch starts; only for a caller whose own
+        failed attempt came just before, with no yield since (see the essay).
         """
         self.check_thread()
         if self.closed:
@@ -233,7 +271,7 @@ class Waiters:
             queue.append(op)
         timer = None
         try:
-            self._arm(sock)
+            self._arm(sock, check)
             if timeout_ms >= 0:
                 timer = self.loop.timer(timeout_ms / 1000.0)
                 timer.start(self._expire, op)
@@ -282,10 +320,23 @@ class Waiters:
         if op.waiting:
             op.glet.throw(zmq.Again(zmq.EAGAIN))
 
+    def _on_fd(self, sockref: Any) -> None:
+        sock = sockref()
+        if sock is None:
+            self._stop_watching()
+        else:
+            self.service(sock)
+
     def service(self, sock: Any) -> None:
         """Serve waiters from fresh ``EVENTS`` readings until one serves nobody."""
         self.pending = True
         deliveries = 0
+        if not self.armed:
+            # woken with nobody waiting: stop watching until somebody waits
+            # (the fd may stay readable; the next waiter's watch sees that)
+            self.pending = False
+            self._stop_watching()
+            return
         try:
             while not self.closed:
                 try:
@@ -375,15 +426,15 @@ class Waiters:
             return
         if get_ident() != self.thread:
             self.closed = True
-            if not self.armed and self.watcher is not None:
+            if not self.watching and self.watcher is not None:
                 self.watcher.close()
                 self.watcher = None
             return
         if self.readers or self.writers or self.listeners:
             self._fail_all(make_error())
         self.closed = True
+        self._stop_watching()
         if self.watcher is not None:
-            self.watcher.stop()
             self.watcher.close()
             self.watcher = None
         self.armed = False

@@ -127,7 +127,7 @@ class Socket(zmq.Socket):
                 if flags & _DONTWAIT:
                     raise _again()
                 attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
-                return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO))
+                return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO), check=False)
             attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
         else:
             attempt = partial(_sugar_send, self, data, flags | _DONTWAIT, copy, track, routing_id, group)
@@ -138,7 +138,7 @@ class Socket(zmq.Socket):
         if w.writers:
             if flags & _DONTWAIT:
                 raise _again()
-            return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO))
+            return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO), check=False)
         try:
             result = attempt()
         except zmq.Again:
@@ -146,7 +146,7 @@ class Socket(zmq.Socket):
                 w.schedule(self)
             if flags & _DONTWAIT:
                 raise
-            return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO))
+            return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO), check=False)
         if result is PARTIAL:
             # stalled mid-message: finish it ahead of everybody else
             return w.wait(self, w.writers, attempt, -1, front=True)
@@ -186,7 +186,7 @@ class Socket(zmq.Socket):
             # others wait first (unless this is the rest of a message in progress)
             if flags & _DONTWAIT:
                 raise _again()
-            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO))
+            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO), check=False)
         try:
             result = attempt()
         except zmq.Again:
@@ -194,7 +194,7 @@ class Socket(zmq.Socket):
                 w.schedule(self)
             if flags & _DONTWAIT:
                 raise
-            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO))
+            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO), check=False)
         if w.armed:
             w.schedule(self)
         return result
@@ -224,7 +224,7 @@ class Socket(zmq.Socket):
             if flags & _DONTWAIT:
                 raise _again()
             attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
-            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO))
+            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO), check=False)
         attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
         return self._recv_blocking(w, attempt, flags)
 

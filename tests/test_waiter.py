@@ -329,3 +329,29 @@ def test_edge_consumed_by_recv_still_wakes_send_waiter(ctx, spawn):
         a.recv(zmq.DONTWAIT)  # processes a's commands: consumes the edge
     g.get(timeout=WAKE_BOUND)
     assert b.recv() == b"blocked"
+
+
+_IDLE_LOOP_SCRIPT = textwrap.dedent(
+    """
+    import time, gevent, greenzmq as zmq
+    ctx = zmq.Context()
+    a = ctx.socket(zmq.PAIR); port = a.bind_to_random_port('tcp://127.0.0.1')
+    b = ctx.socket(zmq.PAIR); b.connect('tcp://127.0.0.1:%d' % port)
+    g = gevent.spawn(b.recv)
+    gevent.sleep(0.01)
+    a.send(b'x')
+    assert g.get(timeout=5) == b'x'
+    t0 = time.monotonic()
+    gevent.wait(timeout=5)  # returns when nothing keeps the loop alive
+    print('idle-wait %.3f' % (time.monotonic() - t0))
+    a.close(); b.close(); ctx.term()
+    """
+)
+
+
+def test_idle_socket_does_not_keep_the_loop_alive(tmp_path):
+    script = tmp_path / "idle_loop.py"
+    script.write_text(_IDLE_LOOP_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.split()[1]) < 4.0, "gevent.wait() waited for an idle socket's watcher"
