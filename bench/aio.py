@@ -117,6 +117,8 @@ async def _idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
             pull = socket(zmq.PULL)
             pull.connect(endpoint)
             pulls.append(pull)
+        gc.collect()
+        rss_sockets = rss_bytes()
         tasks = [asyncio.ensure_future(pull.recv()) for pull in pulls]
         await asyncio.sleep(SETTLE_SECONDS)
         cpu0, t0 = cpu_seconds(), now()
@@ -134,7 +136,8 @@ async def _idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
         socket.close()
     return {
         "cpu_percent": cpu_percent,
-        "rss_per_socket_kib": (rss1 - rss0) / sockets / 1024.0,
+        "rss_socket_kib": (rss_sockets - rss0) / sockets / 1024.0,
+        "rss_waiting_kib": (rss1 - rss0) / sockets / 1024.0,
         "wake_all_ms": wake_seconds * 1000.0,
     }
 

@@ -154,10 +154,15 @@ def idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
         endpoint = bind_endpoint(push, "inproc")
         gc.collect()
         rss0 = rss_bytes()
-        poller = zmq.Poller()
+        pulls = []
         for _ in range(sockets):
             pull = socket(zmq.PULL)
             pull.connect(endpoint)
+            pulls.append(pull)
+        gc.collect()
+        rss_sockets = rss_bytes()
+        poller = zmq.Poller()
+        for pull in pulls:
             poller.register(pull, _POLLIN)
         poller.poll(SETTLE_SECONDS * 1000)
         cpu0, t0 = cpu_seconds(), now()
@@ -179,7 +184,8 @@ def idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
         socket.close()
     return {
         "cpu_percent": cpu_percent,
-        "rss_per_socket_kib": (rss1 - rss0) / sockets / 1024.0,
+        "rss_socket_kib": (rss_sockets - rss0) / sockets / 1024.0,
+        "rss_waiting_kib": (rss1 - rss0) / sockets / 1024.0,
         "wake_all_ms": wake_seconds * 1000.0,
     }
 

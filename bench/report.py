@@ -32,7 +32,8 @@ __all__ = [
 #: Metrics of the idle/scale workload: (key, column title, format).
 SCALE_METRICS = (
     ("cpu_percent", "CPU while idle (% of one core)", "{:.2f}"),
-    ("rss_per_socket_kib", "RSS per waiting socket (KiB)", "{:.1f}"),
+    ("rss_socket_kib", "RSS per socket (KiB)", "{:.1f}"),
+    ("rss_waiting_kib", "RSS per socket + task waiting in recv (KiB)", "{:.1f}"),
     ("wake_all_ms", "time to wake all (ms)", "{:.1f}"),
 )
 
@@ -91,6 +92,7 @@ def metrics_table(
     metrics: tuple[tuple[str, str, str], ...],
     ratio_metric: str | None = None,
     reference: str | None = None,
+    ratio_title: str | None = None,
 ) -> str:
     """Markdown table of a case with several metrics, each as median [min–max].
 
@@ -100,7 +102,7 @@ def metrics_table(
     """
     head = ["competitor"] + [title for _, title, _ in metrics]
     if ratio_metric and reference:
-        head.append(f"{ratio_metric} × {reference}")
+        head.append(ratio_title or f"{ratio_metric} × {reference}")
     lines = [f"**{case.title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     first = metrics[0][0]
     ref = outcomes.get(reference) if reference else None
@@ -122,7 +124,9 @@ def metrics_table(
 
 def scale_table(case: Case, outcomes: dict[str, Outcome], reference: str = "ceiling") -> str:
     """The idle/scale case: CPU, memory per socket, wake-all time; RSS vs ``reference``."""
-    return metrics_table(case, outcomes, SCALE_METRICS, "rss_per_socket_kib", reference)
+    return metrics_table(
+        case, outcomes, SCALE_METRICS, "rss_socket_kib", reference, f"RSS per socket × {reference}"
+    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ ping-pong is always the same kind of code as the side being measured.
 
 Each workload returns a dict of metrics: ``rate`` (operations per second,
 higher is better) for the speed workloads, and ``cpu_percent``,
-``rss_per_socket_kib``, ``wake_all_ms`` for :func:`idle_scale`.
+``rss_socket_kib``, ``rss_waiting_kib``, ``wake_all_ms`` for :func:`idle_scale`.
 """
 
 from __future__ import annotations
@@ -228,9 +228,11 @@ def idle_scale(rt: Runtime, sockets: int, idle_seconds: float) -> dict[str, floa
     """``sockets`` PULL sockets, one task each waiting in ``recv``.
 
     Measures the CPU the process burns while they all wait (percent of one
-    core over ``idle_seconds``), the resident memory added per waiting socket
-    (sockets, their inproc pipes and the waiting tasks), and the time from the
-    first of ``sockets`` messages sent to the last waiter woken.
+    core over ``idle_seconds``), the resident memory added per socket once
+    created and connected (``rss_socket_kib``: the socket and its inproc pipe)
+    and once its task waits in ``recv`` (``rss_waiting_kib``: plus the task and
+    the wait), and the time from the first of ``sockets`` messages sent to the
+    last waiter woken.
     """
     z = rt.zmq
     socket = Sockets(z)
@@ -244,6 +246,8 @@ def idle_scale(rt: Runtime, sockets: int, idle_seconds: float) -> dict[str, floa
             pull = socket(z.PULL)
             pull.connect(endpoint)
             pulls.append(pull)
+        gc.collect()
+        rss_sockets = rss_bytes()
         tasks = [rt.spawn(pull.recv) for pull in pulls]
         rt.sleep(SETTLE_SECONDS)
         cpu0, t0 = cpu_seconds(), now()
@@ -263,7 +267,8 @@ def idle_scale(rt: Runtime, sockets: int, idle_seconds: float) -> dict[str, floa
         socket.close()
     return {
         "cpu_percent": cpu_percent,
-        "rss_per_socket_kib": (rss1 - rss0) / sockets / 1024.0,
+        "rss_socket_kib": (rss_sockets - rss0) / sockets / 1024.0,
+        "rss_waiting_kib": (rss1 - rss0) / sockets / 1024.0,
         "wake_all_ms": wake_seconds * 1000.0,
     }
 

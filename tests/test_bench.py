@@ -1,0 +1,161 @@
+"""Smoke tests for the benchmark CLIs in bench/: they run with tiny sizes and print
+their tables. Nothing here asserts a speed: only that every workload runs for
+every competitor and produces numbers, and that the driver's failure paths
+(a hung run, a competitor that cannot load) are reported instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.driver import Case, Outcome, Worker, WorkerError, run_cases  # noqa: E402
+from bench.report import Target, paired_ratio, summary, targets_table  # noqa: E402
+
+#: Bound on one CLI smoke run (a few seconds normally; generous for a loaded CI box).
+CLI_BOUND = 150
+
+TINY_SUITE = [
+    "--reps", "1",
+    "--small-messages", "300",
+    "--large-messages", "20",
+    "--round-trips", "30",
+    "--clients", "4",
+    "--requests", "3",
+    "--tasks", "40",
+    "--sockets", "4",
+    "--shared-round-trips", "80",
+    "--idle-sockets", "20",
+    "--idle-seconds", "0.05",
+    "--timeout", "60",
+    "--quiet",
+]  # fmt: skip
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=CLI_BOUND
+    )
+
+
+def _rows(report: str, title_start: str) -> dict[str, list[str]]:
+    """The rows of the Markdown table whose bold title starts with ``title_start``."""
+    block = report.split(f"**{title_start}", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in block.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+_NUMBER = re.compile(r"^[\d,.]+")
+
+
+@pytest.mark.timeout(CLI_BOUND + 10)
+def test_bench_core_prints_three_tables_with_numbers_for_every_competitor():
+    proc = _run(
+        ["bench/bench_core.py", "--reps", "2", "--messages", "300", "--round-trips", "30",
+         "--clients", "5", "--requests", "3", "--quiet"]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for title in ("PUSH→PULL throughput", "REQ/REP round trips", "fan-in: 5 DEALER clients"):
+        rows = _rows(out, title)
+        assert set(rows) == {"greenzmq", "zmq.green", "ceiling"}, rows
+        for name, cells in rows.items():
+            assert _NUMBER.match(cells[0]), (title, name, cells)  # a median, not "failed"
+            assert cells[3].endswith("×") and cells[4].endswith("×"), (title, name, cells)
+    assert "| throughput ≥ 0.70× ceiling |" in out
+    assert "Machine:" in out
+
+
+@pytest.mark.timeout(CLI_BOUND + 10)
+def test_suite_runs_every_workload_and_writes_report_json_and_chart(tmp_path):
+    proc = _run(["-m", "bench", *TINY_SUITE, "--out", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert report.strip() in proc.stdout
+    raw = json.loads((tmp_path / "results.json").read_text())
+    assert {c["workload"] for c in raw["cases"]} == {"push_pull", "req_rep", "fan_in", "sharing", "idle_scale"}
+    for key, by_competitor in raw["results"].items():
+        green = by_competitor["greenzmq"]
+        assert green["error"] is None and len(green["runs"]) == 1, (key, green)
+        for name in ("ceiling", "zmq.asyncio", "threads"):
+            outcome = by_competitor[name]
+            assert outcome["error"] in (None, "n/a"), (key, name, outcome)
+    idle = raw["results"]["idle_scale"]["greenzmq"]["runs"][0]
+    assert set(idle) == {"cpu_percent", "rss_socket_kib", "rss_waiting_kib", "wake_all_ms"}
+    assert "## Targets (greenzmq)" in report
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no chart" in proc.stdout
+    else:
+        assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(CLI_BOUND + 10)
+def test_suite_rejects_an_unknown_competitor():
+    proc = _run(["-m", "bench", "--quick", "--competitors", "greenzmq,nonesuch", "--quiet"])
+    assert proc.returncode == 2
+    assert "nonesuch" in proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_run_is_killed_and_reported_not_waited_for():
+    worker = Worker("greenzmq")
+    try:
+        with pytest.raises(WorkerError, match="no answer within"):
+            # far more messages than fit in the timeout: the run is cut short
+            worker.run("push_pull", {"n": 10**9, "size": 100, "transport": "inproc"}, timeout=0.5)
+        assert not worker.alive
+    finally:
+        worker.close(kill=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_competitor_that_cannot_load_is_reported_on_every_case():
+    case = Case("push_pull/100/inproc", "t", "push_pull", {"n": 50, "size": 100, "transport": "inproc"})
+    results, versions = run_cases([case], ["greenzmq", "nonesuch"], reps=1, timeout=30, quiet=True)
+    assert results[case.key]["greenzmq"].error is None
+    assert results[case.key]["greenzmq"].runs[0]["rate"] > 0
+    assert results[case.key]["nonesuch"].error.startswith("unavailable: KeyError")
+    assert "nonesuch" not in versions
+
+
+def test_ratios_are_paired_per_round_and_skip_failed_rounds():
+    a = Outcome(runs=[{"rate": 10.0}, {"rate": 30.0}, None, {"rate": 8.0}])
+    b = Outcome(runs=[{"rate": 5.0}, {"rate": 10.0}, {"rate": 1.0}, {"rate": 8.0}])
+    assert paired_ratio(a, b) == 2.0  # median of 2.0, 3.0, 1.0
+    assert summary(a, "rate") == (10.0, 8.0, 30.0)
+    assert summary(Outcome(runs=[None]), "rate") is None
+
+
+def test_targets_table_says_met_and_missed():
+    results = {
+        "c": {
+            "greenzmq": Outcome(runs=[{"rate": 9.0, "cpu": 0.5}]),
+            "ceiling": Outcome(runs=[{"rate": 10.0, "cpu": 0.1}]),
+        }
+    }
+    table = targets_table(
+        [
+            Target("fast", "c", "greenzmq", "ceiling", 0.7),
+            Target("faster", "c", "greenzmq", "ceiling", 0.95),
+            Target("cool", "c", "greenzmq", None, 1.0, metric="cpu", kind="max"),
+            Target("absent", "missing-case", "greenzmq", "ceiling", 1.0),
+        ],
+        results,
+    )
+    assert "| fast | 0.90× | met |" in table
+    assert "| faster | 0.90× | **MISSED** |" in table
+    assert "| cool | 0.50 | met |" in table
+    assert "absent" not in table
