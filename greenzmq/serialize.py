@@ -89,6 +89,12 @@ class Codec:
 
 
 _registry: dict[str, Codec] = {}
+#: Resolved names: (name, id(context registry) or 0) -> (generation, Codec). Every
+#: registration bumps the generation, so no stale entry is ever returned.
+_resolved: dict[tuple[str, int], tuple[int, Codec]] = {}
+_generation = [0]
+#: Bound on :data:`_resolved` (names are few; a flood of distinct ones just resets it).
+_RESOLVED_MAX = 256
 
 
 def register_codec(name: str, codec: Any, unsafe: bool | None = None, registry: dict | None = None) -> Codec:
@@ -103,6 +109,7 @@ def register_codec(name: str, codec: Any, unsafe: bool | None = None, registry: 
         unsafe = bool(getattr(codec, "unsafe", False))
     entry = Codec(name, codec.dumps, codec.loads, unsafe)
     (_registry if registry is None else registry)[name] = entry
+    _generation[0] += 1
     return entry
 
 
@@ -111,6 +118,18 @@ def get_codec(name: str, registry: dict | None = None) -> Codec:
 
     Raises :class:`LookupError` for an unknown name, as :func:`codecs.lookup`.
     """
+    key = (name, id(registry) if registry else 0)
+    hit = _resolved.get(key)
+    if hit is not None and hit[0] == _generation[0]:
+        return hit[1]
+    codec = _resolve(name, registry)
+    if len(_resolved) >= _RESOLVED_MAX:
+        _resolved.clear()
+    _resolved[key] = (_generation[0], codec)
+    return codec
+
+
+def _resolve(name: str, registry: dict | None) -> Codec:
     parts = []
     for part in name.split("+"):
         codec = (registry or {}).get(part) or _registry.get(part)
@@ -360,9 +379,10 @@ class SerializingSocketMixin:
 
     def get_codec(self, name: str | None = None) -> Codec:
         """The codec called ``name`` (default :attr:`codec`), as this socket's context resolves it."""
-        name = self.codec if name is None else name
-        lookup = getattr(self.context, "get_codec", None)
-        return lookup(name) if lookup is not None else get_codec(name)
+        ctx = self.context
+        if name is None:
+            name = self._codec or getattr(ctx, "_codec", DEFAULT_CODEC)
+        return get_codec(name, getattr(ctx, "_codecs", None))
 
     def _refuses(self, codec: Codec) -> bool:
         return codec.unsafe and not getattr(self.context, "allow_pickle", True)
