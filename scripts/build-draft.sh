@@ -32,10 +32,7 @@ libzmq_has_drafts() {
 }
 
 pyzmq_has_drafts() {
-    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$PREFIX" <<'PY' 2>/dev/null
-import sys, zmq
-assert zmq.has("draft")
-PY
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import zmq; assert zmq.has("draft")' 2>/dev/null
 }
 
 if libzmq_has_drafts; then

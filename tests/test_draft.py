@@ -23,9 +23,9 @@ import warnings
 import gevent
 import pytest
 import zmq as pyzmq
+from conftest import WAKE_BOUND, inproc_endpoint
 
 import greenzmq as zmq
-from conftest import WAKE_BOUND, inproc_endpoint
 
 if not pyzmq.has("draft"):
     pytest.skip(
@@ -372,6 +372,9 @@ def test_bad_groups_raise_clearly_and_the_dish_stays_usable(radio_dish):
         dish.leave("never joined")
     assert info.value.errno == zmq.EINVAL
     dish.join("ok")
+    with pytest.raises(zmq.ZMQError) as info:
+        dish.join(b"ok")  # the same group, as bytes: already joined
+    assert info.value.errno == zmq.EINVAL
     _probe(radio, dish, "ok")
     radio.send(b"fine", group="ok")
     assert _recv_data(dish).bytes == b"fine"
