@@ -303,6 +303,12 @@ class SerializingContextMixin:
     Mixed into the green :class:`greenzmq.Context`. State is declared here at
     class level because pyzmq's ``AttributeSetter`` would turn any other
     attribute into a default socket option.
+
+    Green behaviour
+    ---------------
+    Nothing here blocks. The settings are plain attributes: sockets read them
+    at each call, from whichever thread owns the socket, so a change applies
+    to the next ``send_obj``/``recv_obj`` of every socket of the context.
     """
 
     _codec: str = DEFAULT_CODEC

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import gevent
 import msgpack
@@ -441,3 +442,22 @@ def test_without_numpy_array_methods_raise_a_clear_import_error(python_exe):
     lines = [line for line in out.stdout.splitlines() if line.startswith("IMPORT-ERROR")]
     assert len(lines) == 2
     assert all("need numpy" in line for line in lines)
+
+
+def test_msgpack_refuses_non_string_map_keys_on_receive_as_documented(pair):
+    a, b = pair
+    a.send_obj({1: "a"}, codec="msgpack")
+    with pytest.raises(DeserializationError, match="strict_map_key"):
+        b.recv_obj(codec="msgpack")
+
+
+@pytest.mark.timeout(60)
+def test_bench_serialize_runs_and_prints_a_ratio_per_case(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench import bench_serialize
+
+    assert bench_serialize.main(["--reps", "2", "--round-trips", "20", "--array-round-trips", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith(("json", "msgpack", "pickle", "16 MB"))]
+    assert len(rows) == 5
+    assert all(float(row.split()[-1]) > 0 for row in rows)
