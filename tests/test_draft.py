@@ -221,6 +221,38 @@ def test_waiting_on_a_signalled_draft_socket_does_not_spin(client_server, spawn)
     assert waiters[0].get(timeout=WAKE_BOUND) == b"still awake"
 
 
+@pytest.mark.parametrize("bind_kind, connect_kind", [("GATHER", "SCATTER"), ("CHANNEL", "CHANNEL")])
+def test_scatter_gather_and_channel_block_only_the_greenlet(ctx, spawn, transport, bind_kind, connect_kind):
+    receiver_sock = _socket(ctx, getattr(zmq, bind_kind))
+    sender_sock = _socket(ctx, getattr(zmq, connect_kind))
+    sender_sock.connect(_bind(receiver_sock, transport))
+    receiver = spawn(receiver_sock.recv)
+    ticks = spawn(lambda: [gevent.sleep(0) for _ in range(10)])  # others keep running
+    ticks.get(timeout=WAKE_BOUND)
+    assert not receiver.ready()
+    sender_sock.send(b"scattered")
+    assert receiver.get(timeout=WAKE_BOUND) == b"scattered"
+
+
+N_WAITERS = 6
+
+
+def test_interrupted_draft_waiters_lose_nothing(client_server, spawn):
+    # greenlets queued in recv on one SERVER; every other one is killed while
+    # waiting: the rest get the messages, in order, each exactly once
+    server, connect = client_server
+    client = connect()
+    waiters = [spawn(server.recv) for _ in range(N_WAITERS)]
+    gevent.sleep(0)
+    survivors = waiters[1::2]
+    gevent.killall(waiters[0::2], timeout=WAKE_BOUND)
+    for i in range(len(survivors)):
+        client.send(b"%d" % i)
+    assert [w.get(timeout=WAKE_BOUND) for w in survivors] == [b"%d" % i for i in range(len(survivors))]
+    with pytest.raises(zmq.Again):
+        server.recv(zmq.DONTWAIT)  # nothing left over, nothing duplicated
+
+
 # -- CLIENT/SERVER ------------------------------------------------------------------------
 
 
