@@ -177,15 +177,22 @@ def loads(
     return _guarded_loads(codec.name, codec.loads, data, codec.unsafe and not allow_pickle)
 
 
+def _size(data: Any) -> int | None:
+    try:
+        return memoryview(data).nbytes
+    except TypeError:
+        return None
+
+
 def _guarded_loads(name: str, load: Callable[[Any], Any], data: Any, refuse: bool = False) -> Any:
     if refuse:
         raise DeserializationError(
-            name, "refused: this context does not unpickle received data (allow_pickle=False)", len(data)
+            name, "refused: this context does not unpickle received data (allow_pickle=False)", _size(data)
         )
     try:
         return load(data)
     except Exception as exc:
-        raise DeserializationError(name, f"{type(exc).__name__}: {exc}", len(data)) from exc
+        raise DeserializationError(name, f"{type(exc).__name__}: {exc}", _size(data)) from exc
 
 
 class _Guard:

@@ -178,7 +178,7 @@ class MessageTracker(zmq.MessageTracker):
 
         ``timeout`` in seconds; negative, ``None`` or ``False``: wait forever.
         """
-        pending = _leaves(self, [])
+        pending = list(dict.fromkeys(_leaves(self, [])))  # peers may share events
         if not pending:
             return
         forever = timeout is None or timeout is False or timeout < 0
