@@ -243,3 +243,21 @@ def test_socket_send_track_returns_the_green_tracker(ctx, held):
     dealer, _ = held
     assert isinstance(dealer.send(b"x" * BIG, copy=False, track=True), MessageTracker)
     assert isinstance(dealer.send_multipart([b"a" * BIG, b"b" * BIG], copy=False, track=True), MessageTracker)
+
+
+def test_an_event_set_by_another_os_thread_wakes_the_greenlet_once(spawn):
+    """The mechanism alone, on the kind of event pyzmq's gc thread sets."""
+    event = threading.Event()
+    tracker = MessageTracker(event, pyzmq.MessageTracker(event))  # one event, reached twice
+    with pytest.raises(greenzmq.NotDone):
+        tracker.wait(0.01)
+    woke = []
+    waiter = spawn(lambda: (tracker.wait(), woke.append(True)))
+    gevent.sleep(0)
+    assert len(event._cond._waiters) == 1  # one hook, though the event is reached twice
+    setter = threading.Thread(target=event.set)
+    gevent.get_hub().loop.run_callback(setter.start)  # set only once the greenlet is parked
+    waiter.join(timeout=WAKE_BOUND * 10)
+    setter.join(WAKE_BOUND)
+    assert woke == [True] and tracker.done
+    assert event._cond._waiters == type(event._cond._waiters)()
