@@ -30,7 +30,7 @@ from typing import Any, Callable
 import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
-from gevent.monkey import is_module_patched
+from gevent.monkey import get_original, is_module_patched
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gevent.socket import wait_read
@@ -38,6 +38,9 @@ from gevent.socket import wait_read
 __all__ = ["Tunnel", "open_tunnel", "tunnel_connection", "paramiko_tunnel"]
 
 log = logging.getLogger("greenzmq.ssh")
+
+#: A real OS lock even under monkey-patching: it guards state shared with a threadpool thread.
+_allocate_lock = get_original("_thread", "allocate_lock")
 
 #: SSH's well-known port, used when ``server`` names none.
 SSH_PORT = 22
@@ -76,6 +79,45 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if _green_threads():
         return fn(*args, **kwargs)
     return get_hub().threadpool.apply(fn, args, kwargs)
+
+
+def _call_owning(fn: Callable[..., Any], release: Callable[[], Any], *args: Any, **kwargs: Any) -> Any:
+    """:func:`_call` for a call that leaves a resource behind, which ``release()`` frees.
+
+    If the call fails, ``release()`` runs. If the calling greenlet is
+    interrupted (``gevent.Timeout``, ``kill()``) while the call still runs in
+    the threadpool (a thread cannot be interrupted), the call is left to
+    finish and ``release()`` runs in that thread when it does: a connection
+    made for a greenlet that is gone is closed, not leaked.
+    """
+    if _green_threads():
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            release()
+            raise
+    lock = _allocate_lock()
+    state = {"abandoned": False, "finished": False}
+
+    def run() -> Any:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with lock:
+                state["finished"] = True
+                abandoned = state["abandoned"]
+            if abandoned:
+                release()
+
+    try:
+        return get_hub().threadpool.apply(run)
+    except BaseException:
+        with lock:
+            state["abandoned"] = True
+            finished = state["finished"]
+        if finished:  # the call itself failed, or ended just as we were interrupted
+            _call(release)
+        raise
 
 
 def _split_server(server: str) -> tuple[str, str, int]:
@@ -139,7 +181,9 @@ class Tunnel:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<greenzmq.ssh.Tunnel {self.url} -> {self.remote_address[0]}:{self.remote_address[1]} {state}>"
+        return (
+            f"<greenzmq.ssh.Tunnel {self.url} -> {self.remote_address[0]}:{self.remote_address[1]} {state}>"
+        )
 
     @property
     def closed(self) -> bool:
@@ -278,22 +322,19 @@ def _connect(
         # pyzmq's paramiko tunnel accepts unknown hosts with a warning
         host_key_policy = getattr(paramiko, f"{name}Policy")() if name else paramiko.WarningPolicy()
     client.set_missing_host_key_policy(host_key_policy)
-    try:
-        _call(
-            client.connect,
-            host,
-            port,
-            username=username,
-            key_filename=os.path.expanduser(keyfile) if keyfile else None,
-            password=password,
-            look_for_keys=True,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-        )
-    except BaseException:
-        client.close()
-        raise
+    _call_owning(
+        client.connect,
+        client.close,
+        host,
+        port,
+        username=username,
+        key_filename=os.path.expanduser(keyfile) if keyfile else None,
+        password=password,
+        look_for_keys=True,
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+    )
     return client
 
 

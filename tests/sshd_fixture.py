@@ -17,13 +17,15 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import gevent
 from gevent import subprocess as gsubprocess
 from gevent.event import Event
 
-__all__ = ["SSHD", "SSHDUnavailable", "start_sshd"]
+__all__ = ["SSHD", "SSHDLog", "SSHDUnavailable", "start_sshd"]
 
 SSHD_PATH = "/usr/sbin/sshd"
 #: sshd's privilege-separation directory (compiled in on Debian); root's sshd refuses to start without it.
@@ -38,6 +40,45 @@ class SSHDUnavailable(Exception):
     """sshd cannot run here; the message is the reason to skip."""
 
 
+class SSHDLog:
+    """sshd's stderr, line by line, with a wait for the line one is expecting."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.closed = False
+        self._news = Event()
+
+    def _notify(self) -> None:
+        news, self._news = self._news, Event()
+        news.set()
+
+    def append(self, line: str) -> None:
+        self.lines.append(line)
+        self._notify()
+
+    def close(self) -> None:
+        self.closed = True
+        self._notify()
+
+    def wait_for(
+        self, predicate: Callable[[str], bool], start: int = 0, timeout: float = START_BOUND
+    ) -> str | None:
+        """The first line from index ``start`` on satisfying ``predicate``, or None
+        if none came within ``timeout`` seconds or sshd exited."""
+        deadline = time.monotonic() + timeout
+        i = start
+        while True:
+            news = self._news
+            while i < len(self.lines):
+                if predicate(self.lines[i]):
+                    return self.lines[i]
+                i += 1
+            remaining = deadline - time.monotonic()
+            if self.closed or remaining <= 0:
+                return None
+            news.wait(remaining)
+
+
 @dataclass
 class SSHD:
     host: str
@@ -47,7 +88,7 @@ class SSHD:
     wrong_key: str  # a valid private key file that is NOT authorized
     known_hosts: str  # known_hosts file holding this server's host key
     proc: gsubprocess.Popen
-    log: list[str] = field(default_factory=list)
+    log: SSHDLog = field(default_factory=SSHDLog)
 
     @property
     def server(self) -> str:
@@ -121,28 +162,27 @@ def start_sshd(workdir: str) -> SSHD:
             stderr=gsubprocess.PIPE,
             text=True,
         )
-        listening = Event()
-        log: list[str] = []
+        log = SSHDLog()
 
-        def drain(proc=proc, listening=listening, log=log):
+        def drain(proc=proc, log=log):
             # keep reading so sshd never blocks on a full stderr pipe
             for line in proc.stderr:
                 log.append(line.rstrip())
-                if "Server listening on" in line:
-                    listening.set()
-            listening.set()  # exited: wake the waiter, which checks poll()
+            log.close()
 
         gevent.spawn(drain)
-        listening.wait(START_BOUND)
-        if proc.poll() is None and any("Server listening on" in line for line in log):
+        listening = log.wait_for(lambda line: "Server listening on" in line)
+        if proc.poll() is None and listening:
             with open(paths["host_key"] + ".pub") as f:
                 keytype, key = f.read().split()[:2]
             known_hosts = os.path.join(workdir, "known_hosts")
             with open(known_hosts, "w") as f:
                 f.write(f"[127.0.0.1]:{port} {keytype} {key}\n")
-            return SSHD("127.0.0.1", port, user, paths["client_key"], paths["wrong_key"], known_hosts, proc, log)
+            return SSHD(
+                "127.0.0.1", port, user, paths["client_key"], paths["wrong_key"], known_hosts, proc, log
+            )
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        last = log[-1] if log else f"exit status {proc.returncode}"
+        last = log.lines[-1] if log.lines else f"exit status {proc.returncode}"
     raise SSHDUnavailable(f"sshd did not start: {last}")

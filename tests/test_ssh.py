@@ -7,22 +7,22 @@ missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 
 import gevent
 import pytest
-from gevent import socket  # green: the tunnel's greenlets must run while a probe waits
 from conftest import WAKE_BOUND
+from gevent import socket  # green: the tunnel's greenlets must run while a probe waits
 from sshd_fixture import SSHDUnavailable, start_sshd
 
 import greenzmq as zmq
+from greenzmq import ssh  # importable without paramiko: it is needed only to open a tunnel
 
 paramiko = pytest.importorskip("paramiko", reason="paramiko not installed (pip install paramiko)")
-from greenzmq import ssh  # noqa: E402  (after the skip: needs paramiko at call time only, but tests need it)
 
 #: Bound (s) on anything that crosses the tunnel: milliseconds on loopback.
 TUNNEL_BOUND = 20.0
@@ -42,7 +42,11 @@ def sshd(tmp_path_factory):
 @pytest.fixture
 def opts(sshd):
     """Keyword arguments that authenticate to the test sshd and verify its host key."""
-    return {"keyfile": sshd.client_key, "known_hosts": sshd.known_hosts, "host_key_policy": paramiko.RejectPolicy()}
+    return {
+        "keyfile": sshd.client_key,
+        "known_hosts": sshd.known_hosts,
+        "host_key_policy": paramiko.RejectPolicy(),
+    }
 
 
 @pytest.fixture
@@ -85,7 +89,10 @@ def test_tunnel_connection_roundtrips(ctx, sshd, opts, echo, tunnels):
     tunnel = ssh.tunnel_connection(req, echo, sshd.server, **opts)
     tunnels.append(tunnel)
     assert isinstance(tunnel, ssh.Tunnel) and tunnel.is_alive()
-    assert tunnel.url.startswith("tcp://127.0.0.1:") and tunnel.remote_address == ("127.0.0.1", int(echo.rsplit(":")[-1]))
+    assert tunnel.url.startswith("tcp://127.0.0.1:") and tunnel.remote_address == (
+        "127.0.0.1",
+        int(echo.rsplit(":")[-1]),
+    )
     with gevent.Timeout(TUNNEL_BOUND, AssertionError("tunnel round trips did not finish")):
         for i in range(50):
             req.send_multipart([b"msg", b"%d" % i])
@@ -141,8 +148,54 @@ def test_unknown_host_key_rejected(sshd, tmp_path, echo):
     empty.write_text("")
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
         ssh.open_tunnel(
-            echo, sshd.server, keyfile=sshd.client_key, known_hosts=str(empty), host_key_policy=paramiko.RejectPolicy()
+            echo,
+            sshd.server,
+            keyfile=sshd.client_key,
+            known_hosts=str(empty),
+            host_key_policy=paramiko.RejectPolicy(),
         )
+
+
+def _connection_closed(port: str):
+    def match(line: str) -> bool:
+        return f"port {port}" in line and any(
+            word in line
+            for word in (
+                "Disconnected from",
+                "Connection closed by",
+                "Received disconnect from",
+                "Read error from remote host",  # paramiko's close() drops the TCP connection
+            )
+        )
+
+    return match
+
+
+@pytest.mark.parametrize("interrupt", ["kill", "timeout"])
+def test_interrupted_open_leaves_no_ssh_connection(sshd, opts, echo, spawn, interrupt):
+    """Killed (or timed out) while paramiko connects in a thread: the connection
+    completes there and is closed, instead of living on unowned."""
+    mark = len(sshd.log.lines)
+
+    def open_with_timeout():
+        with gevent.Timeout(0.000001, False):  # fires at the first wait: the SSH handshake
+            ssh.open_tunnel(echo, sshd.server, **opts)
+            raise AssertionError("the SSH handshake did not wait")
+
+    if interrupt == "kill":
+        opener = spawn(ssh.open_tunnel, echo, sshd.server, **opts)
+        gevent.sleep(0)  # the opener runs until it waits for the SSH handshake
+        opener.kill()
+    else:
+        opener = spawn(open_with_timeout)
+        opener.join(TUNNEL_BOUND)
+    assert opener.successful()
+    accepted = sshd.log.wait_for(lambda line: line.startswith("Connection from 127.0.0.1 port"), mark)
+    assert accepted, "the abandoned connect never reached sshd"
+    client_port = accepted.split()[4]
+    assert sshd.log.wait_for(_connection_closed(client_port), mark), (
+        "the abandoned SSH connection was left open"
+    )
 
 
 @pytest.mark.parametrize(
@@ -202,9 +255,16 @@ def test_close_stops_listening_and_is_idempotent(ctx, sshd, opts, echo):
     assert "closed" in repr(tunnel)
 
 
-def test_timeout_expires_unused_tunnel(sshd, opts, echo):
-    url, tunnel = ssh.open_tunnel(echo, sshd.server, timeout=0.2, **opts)
-    assert tunnel.join(TUNNEL_BOUND), "an unused tunnel outlived its timeout"
+def _live(tunnel) -> str:
+    return f"{len(tunnel._pool)} forwarded connection(s) still open"
+
+
+def test_timeout_expires_unused_tunnel(sshd, opts):
+    # the remote end listens nowhere: should a stray local client (another
+    # process's zmq socket retrying an old port) find our port, its channel is
+    # refused at once and cannot keep the tunnel alive
+    url, tunnel = ssh.open_tunnel(f"tcp://127.0.0.1:{_free_port()}", sshd.server, timeout=0.2, **opts)
+    assert tunnel.join(TUNNEL_BOUND), f"an unused tunnel outlived its timeout: {_live(tunnel)}"
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(tunnel.local_address).close()
 
@@ -218,12 +278,12 @@ def test_timeout_waits_for_last_connection(ctx, sshd, opts, echo):
     # the connection is in use: the tunnel stays well past its timeout
     assert not tunnel.join(WAKE_BOUND)
     req.close()
-    assert tunnel.join(TUNNEL_BOUND), "tunnel did not close after its last connection ended"
+    assert tunnel.join(TUNNEL_BOUND), f"tunnel did not close after its last connection ended: {_live(tunnel)}"
 
 
-def _session_pids(sshd) -> list[int]:
-    """The per-connection children of our sshd (one per SSH connection)."""
-    pids = []
+def _children() -> dict[int, list[int]]:
+    """ppid -> pids, from /proc."""
+    tree: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -231,25 +291,60 @@ def _session_pids(sshd) -> list[int]:
                     ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid == sshd.proc.pid:
-                pids.append(int(entry))
-    return pids
+            tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _sessions(sshd) -> dict[int, list[int]]:
+    """Each per-connection child of our sshd -> its whole process subtree."""
+    tree = _children()
+    sessions = {}
+    for child in tree.get(sshd.proc.pid, []):
+        subtree, todo = [], [child]
+        while todo:
+            pid = todo.pop()
+            subtree.append(pid)
+            todo.extend(tree.get(pid, []))
+        sessions[child] = subtree
+    return sessions
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds sshd's session processes in /proc (Linux)")
 def test_tunnel_closes_itself_when_ssh_connection_dies(ctx, sshd, opts, echo):
-    before = set(_session_pids(sshd))
+    before = set(_sessions(sshd))
     req = _req(ctx)
     tunnel = ssh.tunnel_connection(req, echo, sshd.server, **opts)
     with gevent.Timeout(TUNNEL_BOUND):
         req.send(b"x")
         assert req.recv() == b"x"
-    ours = set(_session_pids(sshd)) - before
+    ours = {pid: tree for pid, tree in _sessions(sshd).items() if pid not in before}
     assert len(ours) == 1, ours
-    os.kill(ours.pop(), signal.SIGTERM)  # a child of the sshd this module started
+    # the session's processes descend from the sshd this module started; the
+    # monitor alone may ignore SIGTERM, and a child holding the TCP connection
+    # would outlive it, so all of them get SIGKILL
+    for pid in next(iter(ours.values())):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     assert tunnel.join(TUNNEL_BOUND), "tunnel outlived its SSH connection"
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(tunnel.local_address).close()
+
+
+def test_without_paramiko_open_tunnel_raises_import_error(python_exe):
+    script = textwrap.dedent(
+        """
+        import sys; sys.modules["paramiko"] = None  # as if not installed
+        from greenzmq import ssh
+        try:
+            ssh.open_tunnel("tcp://127.0.0.1:5555", "me@127.0.0.1:22")
+        except ImportError as e:
+            print("ImportError:", e)
+        """
+    )
+    out = subprocess.run([python_exe, "-c", script], capture_output=True, text=True, timeout=30)
+    assert "ImportError: greenzmq.ssh needs paramiko: pip install paramiko" in out.stdout, (
+        out.stdout + out.stderr
+    )
 
 
 _PATCHED_SCRIPT = textwrap.dedent(
@@ -278,7 +373,9 @@ _PATCHED_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts OS threads in /proc/self/task (Linux)")
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self/task"), reason="counts OS threads in /proc/self/task (Linux)"
+)
 def test_monkey_patched_process_forwards_without_threads(sshd, python_exe):
     env = {**os.environ, "GEVENT_RESOLVER": "block"}  # numeric host: no resolver thread needed
     out = subprocess.run(
