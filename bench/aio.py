@@ -14,7 +14,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from bench.workloads import SETTLE_SECONDS, Sockets, bind_endpoint, cpu_seconds, now, rss_bytes
+from bench.workloads import SETTLE_SECONDS, Sockets, Stopwatch, bind_endpoint, cpu_seconds, now, rss_bytes
 
 __all__ = ["WORKLOADS"]
 
@@ -37,12 +37,12 @@ async def _push_pull(n: int, size: int, transport: str) -> dict[str, float]:
             for _ in range(n):
                 await pull.recv()
 
-        t0 = now()
+        clock = Stopwatch()
         await asyncio.gather(recv_all(), send_all())
-        seconds = now() - t0
+        metrics = clock.result(n)
     finally:
         socket.close()
-    return {"rate": n / seconds}
+    return metrics
 
 
 async def _req_rep(n: int, size: int, transport: str) -> dict[str, float]:
@@ -65,12 +65,12 @@ async def _req_rep(n: int, size: int, transport: str) -> dict[str, float]:
                 await req.send(msg)
                 await req.recv()
 
-        t0 = now()
+        clock = Stopwatch()
         await asyncio.gather(serve(), ask())
-        seconds = now() - t0
+        metrics = clock.result(n)
     finally:
         socket.close()
-    return {"rate": n / seconds}
+    return metrics
 
 
 async def _echo_clients(sockets: int, tasks: int, n: int, size: int, transport: str) -> dict[str, float]:
@@ -96,13 +96,13 @@ async def _echo_clients(sockets: int, tasks: int, n: int, size: int, transport: 
 
         server = asyncio.ensure_future(serve(sockets + tasks * n))
         await asyncio.gather(*(client(d, 1) for d in dealers))
-        t0 = now()
+        clock = Stopwatch()
         await asyncio.gather(*(client(dealers[i % sockets], n) for i in range(tasks)))
         await server
-        seconds = now() - t0
+        metrics = clock.result(tasks * n)
     finally:
         socket.close()
-    return {"rate": tasks * n / seconds}
+    return metrics
 
 
 async def _idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from bench.workloads import SETTLE_SECONDS, Sockets, bind_endpoint, cpu_seconds, now, rss_bytes
+from bench.workloads import SETTLE_SECONDS, Sockets, Stopwatch, bind_endpoint, cpu_seconds, now, rss_bytes
 
 __all__ = ["WORKLOADS", "push_pull", "req_rep", "fan_in", "idle_scale"]
 
@@ -37,7 +37,7 @@ def push_pull(n: int, size: int, transport: str) -> dict[str, float]:
         msg = b"x" * size
         send, recv = push.send, pull.recv
         sent = received = 0
-        t0 = now()
+        clock = Stopwatch()
         while received < n:
             progress = False
             try:
@@ -59,10 +59,10 @@ def push_pull(n: int, size: int, transport: str) -> dict[str, float]:
                 if sent < n:
                     items.append((push, _POLLOUT))
                 zmq.zmq_poll(items)
-        seconds = now() - t0
+        metrics = clock.result(n)
     finally:
         socket.close()
-    return {"rate": n / seconds}
+    return metrics
 
 
 def _recv_when_ready(sock: Any) -> Any:
@@ -84,15 +84,15 @@ def req_rep(n: int, size: int, transport: str) -> dict[str, float]:
         rep.send(rep.recv())
         req.recv()
         msg = b"x" * size
-        t0 = now()
+        clock = Stopwatch()
         for _ in range(n):
             req.send(msg, _DONTWAIT)
             rep.send(_recv_when_ready(rep), _DONTWAIT)
             _recv_when_ready(req)
-        seconds = now() - t0
+        metrics = clock.result(n)
     finally:
         socket.close()
-    return {"rate": n / seconds}
+    return metrics
 
 
 def fan_in(clients: int, n: int, size: int, transport: str) -> dict[str, float]:
@@ -138,12 +138,12 @@ def fan_in(clients: int, n: int, size: int, transport: str) -> dict[str, float]:
                         pass
 
         run(1)  # every connection is up
-        t0 = now()
+        clock = Stopwatch()
         run(n)
-        seconds = now() - t0
+        metrics = clock.result(clients * n)
     finally:
         socket.close()
-    return {"rate": clients * n / seconds}
+    return metrics
 
 
 def idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:

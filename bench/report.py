@@ -68,9 +68,10 @@ def _failure_cell(outcome: Outcome) -> str:
 def rate_table(
     case: Case, outcomes: dict[str, Outcome], references: tuple[str, ...] = ("ceiling", "zmq.green")
 ) -> str:
-    """Markdown table of one rate case: median, min, max and ratios vs ``references``."""
+    """Markdown table of one rate case: median, min, max, ratios vs ``references``
+    and the median CPU time per operation (whole process, all threads)."""
     refs = [r for r in references if r in outcomes]
-    head = ["competitor", f"median ({case.unit})", "min", "max"] + [f"× {r}" for r in refs]
+    head = ["competitor", f"median ({case.unit})", "min", "max"] + [f"× {r}" for r in refs] + ["CPU µs/op"]
     lines = [f"**{case.title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, outcome in outcomes.items():
         s = summary(outcome, "rate")
@@ -80,6 +81,8 @@ def rate_table(
             continue
         cells = [name, f"{s[0]:,.0f}", f"{s[1]:,.0f}", f"{s[2]:,.0f}"]
         cells += [_ratio_cell(paired_ratio(outcome, outcomes[r])) if r != name else "1.00×" for r in refs]
+        cpu = summary(outcome, "cpu_us_per_op")
+        cells.append("–" if cpu is None else f"{cpu[0]:.2f}")
         if outcome.error:  # some repetitions failed
             cells[0] += f" ({outcome.error[:60]})"
         lines.append("| " + " | ".join(cells) + " |")

@@ -27,6 +27,7 @@ __all__ = [
     "Runtime",
     "WORKLOADS",
     "Sockets",
+    "Stopwatch",
     "bind_endpoint",
     "cpu_seconds",
     "rss_bytes",
@@ -94,6 +95,24 @@ class Sockets:
         self.ctx.term()
 
 
+class Stopwatch:
+    """Wall-clock and process CPU time of one timed region, started on creation.
+
+    :meth:`result` gives the rate metrics of every speed workload: ``rate``
+    (operations per wall-clock second) and ``cpu_us_per_op`` (CPU time of the
+    whole process, libzmq's I/O thread included, per operation). CPU per
+    operation hardly depends on how fast a loaded machine wakes a sleeping
+    thread, so it stays comparable when wall-clock rates are noisy.
+    """
+
+    def __init__(self) -> None:
+        self.t0, self.c0 = now(), cpu_seconds()
+
+    def result(self, ops: int) -> dict[str, float]:
+        seconds, cpu = now() - self.t0, cpu_seconds() - self.c0
+        return {"rate": ops / seconds, "cpu_us_per_op": cpu / ops * 1e6}
+
+
 def rss_bytes() -> int:
     """Resident set size of this process now (psutil when installed, else /proc)."""
     try:
@@ -130,12 +149,12 @@ def push_pull(rt: Runtime, n: int, size: int, transport: str) -> dict[str, float
             for _ in range(n):
                 pull.recv()
 
-        t0 = now()
+        clock = Stopwatch()
         rt.join([rt.spawn(recv_all), rt.spawn(send_all)])
-        seconds = now() - t0
+        metrics = clock.result(n)
     finally:
         socket.close()
-    return {"rate": n / seconds}
+    return metrics
 
 
 def req_rep(rt: Runtime, n: int, size: int, transport: str) -> dict[str, float]:
@@ -160,12 +179,12 @@ def req_rep(rt: Runtime, n: int, size: int, transport: str) -> dict[str, float]:
                 req.send(msg)
                 req.recv()
 
-        t0 = now()
+        clock = Stopwatch()
         rt.join([rt.spawn(serve), rt.spawn(ask)])
-        seconds = now() - t0
+        metrics = clock.result(n)
     finally:
         socket.close()
-    return {"rate": n / seconds}
+    return metrics
 
 
 def _echo_clients(
@@ -196,13 +215,13 @@ def _echo_clients(
 
         server = rt.spawn(serve, sockets + tasks * n)
         rt.join([rt.spawn(client, d, 1) for d in dealers])  # every connection is up
-        t0 = now()
+        clock = Stopwatch()
         rt.join([rt.spawn(client, dealers[i % sockets], n) for i in range(tasks)])
         rt.join([server])
-        seconds = now() - t0
+        metrics = clock.result(tasks * n)
     finally:
         socket.close()
-    return {"rate": tasks * n / seconds}
+    return metrics
 
 
 def fan_in(rt: Runtime, clients: int, n: int, size: int, transport: str) -> dict[str, float]:

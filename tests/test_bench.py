@@ -84,7 +84,13 @@ def test_suite_runs_every_workload_and_writes_report_json_and_chart(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert report.strip() in proc.stdout
     raw = json.loads((tmp_path / "results.json").read_text())
-    assert {c["workload"] for c in raw["cases"]} == {"push_pull", "req_rep", "fan_in", "sharing", "idle_scale"}
+    assert {c["workload"] for c in raw["cases"]} == {
+        "push_pull",
+        "req_rep",
+        "fan_in",
+        "sharing",
+        "idle_scale",
+    }
     for key, by_competitor in raw["results"].items():
         green = by_competitor["greenzmq"]
         assert green["error"] is None and len(green["runs"]) == 1, (key, green)
