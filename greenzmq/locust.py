@@ -37,7 +37,7 @@ class sets ``zmq_context``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import gevent
@@ -47,7 +47,7 @@ from locust.exception import LocustError
 import greenzmq
 from greenzmq.context import Context
 
-__all__ = ["ZmqUser", "ZmqClient", "ZmqTimeout", "REQUEST_TYPE"]
+__all__ = ["ZmqUser", "ZmqClient", "ZmqTimeout", "ZmqBadReply", "REQUEST_TYPE"]
 
 #: The ``request_type`` of every event fired, the "Type" column of locust's stats.
 REQUEST_TYPE = "ZMQ"
@@ -61,6 +61,10 @@ Payload = Union[bytes, str, Sequence[Union[bytes, str]]]
 
 class ZmqTimeout(Exception):
     """No reply arrived within the request's timeout (recorded as the failure's exception)."""
+
+
+class ZmqBadReply(Exception):
+    """A DEALER got a reply without REQ's envelope (recorded as the failure's exception)."""
 
 
 def _frames(payload: Payload) -> list[bytes]:
@@ -138,17 +142,26 @@ class ZmqClient:
         return self._socket
 
     def request(
-        self, payload: Payload, name: str | None = None, context: dict | None = None
+        self,
+        payload: Payload,
+        name: str | None = None,
+        context: dict | None = None,
+        validate: Callable[[list[bytes]], Any] | None = None,
     ) -> list[bytes] | None:
         """Send ``payload`` (bytes, str, or a list of frames), wait for the reply, report it.
 
         Returns the reply frames, or ``None`` when the request failed: the
-        failure (:class:`ZmqTimeout` after ``timeout`` seconds, or the
-        ``ZMQError`` raised) is already recorded in locust's stats and the
+        failure (:class:`ZmqTimeout` after ``timeout`` seconds,
+        :class:`ZmqBadReply`, or the ``ZMQError`` raised) is already recorded in locust's stats and the
         socket has been replaced. ``name`` groups requests in the stats
         (default: the endpoint). A payload that is not bytes/str frames raises
         ``TypeError`` (an empty one ``ValueError``) before anything is sent
         or recorded, and the socket stays usable.
+
+        ``validate(reply)``, if given, may raise to turn a reply into a
+        failure (for example ``AssertionError`` for a wrong answer): the
+        exception is recorded, ``None`` returned, and the socket kept (it is
+        in a good state). ``context`` is locust's request context dict.
         """
         frames = _frames(payload)
         dealer = self.socket_type == greenzmq.DEALER
@@ -164,14 +177,28 @@ class ZmqClient:
                 reply = sock.recv_multipart()
             if dealer:
                 if not reply or reply[0] != b"":
-                    raise greenzmq.ZMQError(
-                        greenzmq.EPROTO, f"reply without an empty delimiter frame: {reply!r:.80}"
-                    )
+                    raise ZmqBadReply(f"DEALER reply without REQ's empty delimiter frame: {reply!r:.80}")
                 reply = reply[1:]
-        except (ZmqTimeout, greenzmq.ZMQError) as e:
+        except (ZmqTimeout, ZmqBadReply, greenzmq.ZMQError) as e:
             exception, reply = e, None
             self.reset()
         elapsed_ms = (time.perf_counter() - start) * MS_PER_S
+        if reply is not None and validate is not None:
+            try:
+                validate(reply)
+            except Exception as e:
+                exception = e
+        self._fire(name, elapsed_ms, reply, context, exception)
+        return reply if exception is None else None
+
+    def _fire(
+        self,
+        name: str | None,
+        elapsed_ms: float,
+        reply: list[bytes] | None,
+        context: dict | None,
+        exception: BaseException | None,
+    ) -> None:
         self._request_event.fire(
             request_type=REQUEST_TYPE,
             name=name if name is not None else self.endpoint,
@@ -181,7 +208,6 @@ class ZmqClient:
             context=context or {},
             exception=exception,
         )
-        return reply
 
     def reset(self) -> None:
         """Close the socket (linger 0); the next request connects a fresh one."""
@@ -228,9 +254,14 @@ class ZmqUser(User):
             zmq_context=self.zmq_context,
         )
 
-    def request(self, payload: Payload, name: str | None = None) -> list[bytes] | None:
-        """Shortcut for ``self.client.request(payload, name=name, context=self.context())``."""
-        return self.client.request(payload, name=name, context=self.context())
+    def request(
+        self,
+        payload: Payload,
+        name: str | None = None,
+        validate: Callable[[list[bytes]], Any] | None = None,
+    ) -> list[bytes] | None:
+        """``self.client.request(payload, name, context=self.context(), validate=validate)``."""
+        return self.client.request(payload, name=name, context=self.context(), validate=validate)
 
     def start(self, group: Any) -> gevent.Greenlet:
         """Start the user's greenlet (locust's), and close the socket when it ends however it ends."""
