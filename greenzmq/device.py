@@ -37,7 +37,6 @@ import struct
 from typing import Any
 
 import gevent
-import gevent.socket
 import zmq
 from gevent.hub import get_hub
 from zmq.backend import Socket as _RawSocket
@@ -236,6 +235,11 @@ class _Engine:
         self.state = _ACTIVE
         self.reply_empty = control is not None and control.type == zmq.REP
         self.sockets = list(dict.fromkeys(s for r in self.relays for s in (r.src, r.dst)))
+        # Send-only sockets (a PUSH backend, a PUB capture) are never polled for
+        # what they carry; watching them for POLLIN (which never comes) makes the
+        # device wake with ENOTSOCK when one of them is closed, instead of hanging.
+        everything = [s for r in relays for s in (r.src, r.dst, r.capture, r.mon) if s is not None]
+        self.watch_close = [s for s in dict.fromkeys(everything) if s.type in _SEND_ONLY]
         self._pollers: dict[tuple[tuple[Any, int], ...], Poller] = {}
         self._timer: Any = None
 
@@ -277,6 +281,8 @@ class _Engine:
                     interest[relay.src] = interest.get(relay.src, 0) | _POLLIN
         if self.control is not None:
             interest[self.control] = interest.get(self.control, 0) | _POLLIN
+        for sock in self.watch_close:
+            interest[sock] = interest.get(sock, 0) | _POLLIN
         key = tuple(interest.items())
         poller = self._pollers.get(key)
         if poller is None:
@@ -580,11 +586,8 @@ class _ProcessBackground:
         """
         if self.launcher is None:
             raise RuntimeError("this device was not started")
-        try:
-            gevent.socket.wait_read(self.launcher.sentinel, timeout)
-        except gevent.socket.timeout:
-            return
-        self.launcher.join(0)  # reap it
+        # multiprocessing's join blocks its thread: run it in gevent's threadpool
+        get_hub().threadpool.apply(self.launcher.join, (timeout,))
 
     def stop(self, timeout: float | None = None) -> None:
         """Terminate the process (SIGTERM) and join it."""

@@ -1,0 +1,574 @@
+"""greenzmq.device: green proxy/device/steerable proxy/monitored queue and background devices.
+
+Real sockets over inproc and tcp://127.0.0.1; every wait is bounded (RECV_BOUND
+via RCVTIMEO, gevent.Timeout, join timeouts), and synchronisation is on
+messages, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import gevent
+import pytest
+import zmq as plainzmq
+from conftest import WAKE_BOUND, inproc_endpoint
+
+import greenzmq as zmq
+from greenzmq.device import (
+    BURST,
+    GreenDevice,
+    GreenMonitoredQueue,
+    GreenProxy,
+    GreenProxySteerable,
+    ProcessProxy,
+    ThreadDevice,
+    ThreadProxySteerable,
+    monitored_queue,
+)
+from greenzmq.error import WrongThreadError
+
+#: Bound (ms) on any single receive in these tests: a lost message fails
+#: instead of hanging, and a loaded CI box still has plenty of time.
+RECV_BOUND_MS = 10_000
+#: Bound (s) on a device ending after its socket/context went away or it was stopped.
+END_BOUND = 10.0
+#: How long (ms) a paused proxy is watched to show that it forwards nothing.
+#: Absence can only be shown over some time; a forwarded message would arrive
+#: in microseconds on inproc, so this is generous and keeps the test fast.
+QUIET_MS = 200
+
+
+def _sock(ctx, kind, bind=None, connect=None, **opts):
+    s = ctx.socket(kind)
+    s.linger = 0
+    s.rcvtimeo = RECV_BOUND_MS
+    for name, value in opts.items():
+        setattr(s, name, value)
+    if bind:
+        s.bind(bind)
+    if connect:
+        s.connect(connect)
+    return s
+
+
+def _bound(ctx, kind, transport):
+    s = _sock(ctx, kind)
+    if transport == "inproc":
+        addr = inproc_endpoint("dev")
+        s.bind(addr)
+        return s, addr
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    return s, f"tcp://127.0.0.1:{port}"
+
+
+def _stats(parts):
+    assert len(parts) == 8
+    return [struct.unpack("=Q", p)[0] for p in parts]
+
+
+# -- proxy / device: forwarding both ways ---------------------------------------
+
+
+def test_req_rep_through_router_dealer_with_capture(ctx, spawn, transport):
+    fe, fe_addr = _bound(ctx, zmq.ROUTER, transport)
+    be, be_addr = _bound(ctx, zmq.DEALER, transport)
+    cap, cap_addr = _bound(ctx, zmq.PUSH, transport)
+    tap = _sock(ctx, zmq.PULL, connect=cap_addr)
+    dev = spawn(zmq.proxy, fe, be, cap)
+    worker = _sock(ctx, zmq.REP, connect=be_addr)
+    clients = [_sock(ctx, zmq.REQ, connect=fe_addr) for _ in range(3)]
+
+    def serve(n):
+        for _ in range(n):
+            worker.send(b"re:" + worker.recv())
+
+    server = spawn(serve, 3 * 4)
+    for round_ in range(4):
+        for i, c in enumerate(clients):
+            c.send(b"%d.%d" % (i, round_))
+        for i, c in enumerate(clients):
+            assert c.recv() == b"re:%d.%d" % (i, round_)
+    server.get(timeout=END_BOUND)
+    # the capture socket saw every request and every reply, whole
+    captured = [tap.recv_multipart() for _ in range(2 * 3 * 4)]
+    bodies = sorted(m[-1] for m in captured)
+    assert bodies == sorted(
+        [b"%d.%d" % (i, r) for i in range(3) for r in range(4)]
+        + [b"re:%d.%d" % (i, r) for i in range(3) for r in range(4)]
+    )
+    assert all(m[-2] == b"" for m in captured)  # the REQ envelope delimiter is kept
+    assert not dev.dead
+
+
+def test_pub_sub_through_xsub_xpub_forwards_subscriptions(ctx, spawn, transport):
+    fe, fe_addr = _bound(ctx, zmq.XSUB, transport)
+    be, be_addr = _bound(ctx, zmq.XPUB, transport)
+    spawn(zmq.device, zmq.FORWARDER, fe, be)
+    # an XPUB publisher sees the subscription arrive: proof it crossed the device
+    pub = _sock(ctx, zmq.XPUB, connect=fe_addr)
+    sub = _sock(ctx, zmq.SUB, connect=be_addr)
+    sub.subscribe(b"a")
+    assert pub.recv() == b"\x01a"
+    for topic in (b"a1", b"b1", b"a2"):
+        pub.send(topic)
+    assert sub.recv() == b"a1"
+    assert sub.recv() == b"a2"  # b1 was filtered upstream
+    sub.unsubscribe(b"a")
+    assert pub.recv() == b"\x00a"
+
+
+def test_streamer_push_pull_keeps_order_and_multipart(ctx, spawn, transport):
+    fe, fe_addr = _bound(ctx, zmq.PULL, transport)
+    be, be_addr = _bound(ctx, zmq.PUSH, transport)
+    spawn(zmq.device, zmq.STREAMER, fe, be)
+    push = _sock(ctx, zmq.PUSH, connect=fe_addr)
+    pull = _sock(ctx, zmq.PULL, connect=be_addr)
+    n = 3 * BURST + 7  # several bursts
+    for i in range(n):
+        if i % 10 == 0:
+            push.send_multipart([b"multi", b"%d" % i, b""])
+        else:
+            push.send(b"%d" % i)
+    for i in range(n):
+        expected = [b"multi", b"%d" % i, b""] if i % 10 == 0 else [b"%d" % i]
+        assert pull.recv_multipart() == expected
+
+
+@pytest.mark.timeout(30)
+def test_full_destination_holds_message_nothing_lost_or_duplicated(ctx, spawn):
+    # The consumer is not reading: the backend fills at its high-water mark and
+    # the device must hold, then deliver everything in order once it reads.
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint(), rcvhwm=5)
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint(), sndhwm=5)
+    dev = spawn(zmq.proxy, fe, be)
+    push = _sock(ctx, zmq.PUSH, connect=fe.last_endpoint, sndhwm=5)
+    pull = _sock(ctx, zmq.PULL, connect=be.last_endpoint, rcvhwm=5)
+    n = 500
+    sender = spawn(lambda: [push.send(b"%d" % i) for i in range(n)])
+    first = pull.recv()  # by now the sender has filled every queue and blocked
+    assert not sender.ready() and not dev.dead
+    assert [first] + [pull.recv() for _ in range(n - 1)] == [b"%d" % i for i in range(n)]
+    sender.get(timeout=END_BOUND)
+    pull.rcvtimeo = QUIET_MS
+    with pytest.raises(zmq.Again):
+        pull.recv()
+
+
+def test_other_greenlets_stay_responsive_while_forwarding(ctx, spawn):
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint(), rcvhwm=0)
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint(), sndhwm=0)
+    push = _sock(ctx, zmq.PUSH, connect=fe.last_endpoint, sndhwm=0)
+    pull = _sock(ctx, zmq.PULL, connect=be.last_endpoint, rcvhwm=0)
+    n = 20 * BURST
+    for _ in range(n):  # a backlog: the device never runs dry while we measure
+        push.send(b"x" * 100)
+    dev = spawn(zmq.proxy, fe, be)
+    lateness = []
+    tick = 0.001
+
+    def ticker():
+        while len(lateness) < 5:
+            t0 = time.perf_counter()
+            gevent.sleep(tick)
+            lateness.append(time.perf_counter() - t0 - tick)
+
+    ticks = spawn(ticker)
+    ticks.get(timeout=END_BOUND)
+    assert max(lateness) < WAKE_BOUND
+    assert pull.poll(RECV_BOUND_MS)  # and it was forwarding meanwhile
+    assert not dev.dead
+
+
+def test_same_socket_frontend_and_backend(ctx, spawn):
+    # libzmq allows frontend is backend: messages go back out of the same socket
+    echo = _sock(ctx, zmq.ROUTER, bind=inproc_endpoint())
+    spawn(zmq.proxy, echo, echo)
+    client = _sock(ctx, zmq.DEALER, connect=echo.last_endpoint)
+    client.send(b"ping")
+    assert client.recv() == b"ping"  # routed back to its own identity
+
+
+# -- ending: closed sockets, terminated context, bad input ------------------------
+
+
+@pytest.mark.parametrize("which", ["frontend", "backend"])
+def test_closing_a_socket_ends_the_device_with_enotsock(ctx, spawn, which):
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    dev = spawn(zmq.proxy, fe, be)
+    gevent.sleep(0)  # let it start waiting
+    (fe if which == "frontend" else be).close()
+    dev.join(timeout=END_BOUND)
+    assert dev.dead
+    assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.ENOTSOCK
+
+
+def test_context_term_ends_the_device_with_context_terminated(spawn):
+    ctx = zmq.Context()
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    ended = gevent.event.Event()
+
+    def run():
+        try:
+            zmq.proxy(fe, be)
+        finally:
+            fe.close()
+            be.close()
+            ended.set()
+
+    dev = spawn(run)
+    gevent.sleep(0)
+    term = spawn(ctx.term)
+    assert ended.wait(END_BOUND)
+    term.get(timeout=END_BOUND)
+    assert isinstance(dev.exception, zmq.ContextTerminated)
+
+
+def test_bad_arguments_raise_before_forwarding(ctx):
+    s = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    with pytest.raises(TypeError, match="backend must be a zmq socket"):
+        zmq.proxy(s, "not a socket")
+    with pytest.raises(ValueError, match="device_type"):
+        zmq.device(12345, s, s)
+    with pytest.raises(TypeError, match="in_prefix must be bytes"):
+        monitored_queue(s, s, s, in_prefix="in")
+    closed = _sock(ctx, zmq.PUSH)
+    closed.close()
+    with pytest.raises(zmq.ZMQError) as info:
+        zmq.proxy(s, closed)
+    assert info.value.errno == zmq.ENOTSOCK
+    # the sockets stay usable
+    p = _sock(ctx, zmq.PUSH, connect=s.last_endpoint)
+    p.send(b"still fine")
+    assert s.recv() == b"still fine"
+
+
+def test_socket_of_another_thread_is_refused(ctx):
+    made = []
+    t = threading.Thread(target=lambda: made.append(ctx.socket(zmq.PULL)))
+    t.start()
+    t.join(END_BOUND)
+    mine = _sock(ctx, zmq.PUSH)
+    try:
+        with pytest.raises(WrongThreadError):
+            zmq.proxy(made[0], mine)
+    finally:
+        made[0].close(linger=0)
+
+
+# -- proxy_steerable ------------------------------------------------------------------
+
+
+@pytest.fixture
+def steered(ctx, spawn):
+    """A steerable PULL->PUSH proxy with a REP control socket: (push, pull, control, greenlet)."""
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    ctl = _sock(ctx, zmq.REP, bind=inproc_endpoint())
+    dev = spawn(zmq.proxy_steerable, fe, be, None, ctl)
+    push = _sock(ctx, zmq.PUSH, connect=fe.last_endpoint)
+    pull = _sock(ctx, zmq.PULL, connect=be.last_endpoint)
+    req = _sock(ctx, zmq.REQ, connect=ctl.last_endpoint)
+    return push, pull, req, dev
+
+
+def test_pause_stops_and_resume_restarts_forwarding(steered):
+    push, pull, req, _ = steered
+    push.send(b"before")
+    assert pull.recv() == b"before"
+    req.send(b"PAUSE")
+    assert req.recv_multipart() == [b""]  # REP control: an empty reply
+    push.send(b"during")
+    assert pull.poll(QUIET_MS) == 0
+    req.send(b"RESUME")
+    assert req.recv_multipart() == [b""]
+    assert pull.recv() == b"during"
+
+
+def test_statistics_counts_frames_and_bytes_each_way(ctx, spawn):
+    fe = _sock(ctx, zmq.ROUTER, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.DEALER, bind=inproc_endpoint())
+    ctl = _sock(ctx, zmq.REP, bind=inproc_endpoint())
+    spawn(zmq.proxy_steerable, fe, be, None, ctl)
+    client = _sock(ctx, zmq.DEALER, connect=fe.last_endpoint, routing_id=b"cli")
+    worker = _sock(ctx, zmq.DEALER, connect=be.last_endpoint)
+    req = _sock(ctx, zmq.REQ, connect=ctl.last_endpoint)
+    req.send(b"STATISTICS")
+    assert _stats(req.recv_multipart()) == [0] * 8
+    client.send_multipart([b"0123456789", b"abcde"])
+    got = worker.recv_multipart()
+    assert got == [b"cli", b"0123456789", b"abcde"]
+    worker.send_multipart([b"cli", b"xyz"])
+    assert client.recv_multipart() == [b"xyz"]
+    req.send(b"STATISTICS")
+    # frontend: 3 frames/18 bytes in, 2 frames/6 bytes out; backend the mirror
+    assert _stats(req.recv_multipart()) == [3, 18, 2, 6, 2, 6, 3, 18]
+
+
+def test_statistics_match_libzmq_own_steerable_proxy():
+    # The same traffic through libzmq's zmq_proxy_steerable (plain pyzmq, in a
+    # thread) and through ours must give the same 8 counters.
+    def traffic(lib, run_proxy):
+        ctx = lib.Context()
+        fe, be, ctl = ctx.socket(lib.ROUTER), ctx.socket(lib.DEALER), ctx.socket(lib.REP)
+        names = [inproc_endpoint("lib") for _ in range(3)]
+        for s, name in zip((fe, be, ctl), names):
+            s.linger = 0
+            s.bind(name)
+        handle = run_proxy(fe, be, ctl)
+        client = ctx.socket(lib.DEALER)
+        client.routing_id = b"c1"
+        worker = ctx.socket(lib.DEALER)
+        req = ctx.socket(lib.REQ)
+        for s, name in zip((client, worker, req), names):
+            s.linger = 0
+            s.rcvtimeo = RECV_BOUND_MS
+            s.connect(name)
+        for i in range(5):
+            client.send_multipart([b"q" * i, b"body%d" % i])
+            ident, *rest = worker.recv_multipart()
+            worker.send_multipart([ident, b"r" * (2 * i + 1)])
+            client.recv_multipart()
+        req.send(b"STATISTICS")
+        stats = _stats(req.recv_multipart())
+        req.send(b"TERMINATE")
+        req.recv()
+        handle()
+        ctx.destroy(linger=0)
+        return stats
+
+    def libzmq(fe, be, ctl):
+        t = threading.Thread(target=plainzmq.proxy_steerable, args=(fe, be, None, ctl), daemon=True)
+        t.start()
+        return lambda: t.join(END_BOUND)
+
+    def green(fe, be, ctl):
+        g = gevent.spawn(zmq.proxy_steerable, fe, be, None, ctl)
+        return lambda: g.get(timeout=END_BOUND)
+
+    assert traffic(zmq, green) == traffic(plainzmq, libzmq)
+
+
+def test_terminate_returns_zero(steered):
+    push, pull, req, dev = steered
+    req.send(b"TERMINATE")
+    assert req.recv_multipart() == [b""]
+    assert dev.get(timeout=END_BOUND) == 0
+
+
+def test_unknown_command_gets_empty_reply_and_is_ignored(steered):
+    push, pull, req, dev = steered
+    req.send(b"pause")  # commands are case-sensitive, as in libzmq
+    assert req.recv_multipart() == [b""]
+    push.send(b"m")
+    assert pull.recv() == b"m"
+    req.send_multipart([b"STATISTICS", b"ignored extra frame"])
+    assert _stats(req.recv_multipart())[0] == 1
+    assert not dev.dead
+
+
+def test_pair_control_gets_no_reply_except_statistics(ctx, spawn):
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    ctl = _sock(ctx, zmq.PAIR, bind=inproc_endpoint())
+    dev = spawn(zmq.proxy_steerable, fe, be, None, ctl)
+    peer = _sock(ctx, zmq.PAIR, connect=ctl.last_endpoint)
+    peer.send(b"PAUSE")
+    peer.send(b"RESUME")
+    peer.send(b"STATISTICS")
+    # the first thing back is the statistics: PAUSE and RESUME sent nothing
+    assert len(peer.recv_multipart()) == 8
+    peer.send(b"TERMINATE")
+    assert dev.get(timeout=END_BOUND) == 0
+    assert peer.poll(0) == 0
+
+
+# -- monitored_queue ------------------------------------------------------------------
+
+
+def test_monitored_queue_router_router_swaps_ids_and_prefixes(ctx, spawn):
+    ins = _sock(ctx, zmq.ROUTER, bind=inproc_endpoint())
+    outs = _sock(ctx, zmq.ROUTER, bind=inproc_endpoint())
+    mon = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    tap = _sock(ctx, zmq.PULL, connect=mon.last_endpoint)
+    spawn(monitored_queue, ins, outs, mon, b"IN", b"OUT")
+    client = _sock(ctx, zmq.DEALER, connect=ins.last_endpoint, routing_id=b"client")
+    worker = _sock(ctx, zmq.DEALER, connect=outs.last_endpoint, routing_id=b"worker")
+    # the worker announces itself first, so the out ROUTER can route to it
+    worker.send_multipart([b"nobody", b"ready"])
+    assert tap.recv_multipart() == [b"OUT", b"nobody", b"worker", b"ready"]
+    client.send_multipart([b"worker", b"hello"])
+    assert worker.recv_multipart() == [b"client", b"hello"]
+    assert tap.recv_multipart() == [b"IN", b"worker", b"client", b"hello"]
+    worker.send_multipart([b"client", b"reply"])
+    assert client.recv_multipart() == [b"worker", b"reply"]
+    assert tap.recv_multipart() == [b"OUT", b"client", b"worker", b"reply"]
+
+
+def test_monitored_queue_without_routers_keeps_frames(ctx, spawn):
+    ins = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    outs = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    mon = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    tap = _sock(ctx, zmq.PULL, connect=mon.last_endpoint)
+    spawn(monitored_queue, ins, outs, mon)
+    push = _sock(ctx, zmq.PUSH, connect=ins.last_endpoint)
+    pull = _sock(ctx, zmq.PULL, connect=outs.last_endpoint)
+    push.send_multipart([b"a", b"b"])
+    assert pull.recv_multipart() == [b"a", b"b"]
+    assert tap.recv_multipart() == [b"in", b"a", b"b"]
+
+
+# -- background devices -----------------------------------------------------------------
+
+
+def test_green_device_serves_inproc_endpoints_of_the_callers_context(ctx):
+    dev = GreenDevice(zmq.QUEUE, zmq.ROUTER, zmq.DEALER, context=ctx)
+    fe, be = inproc_endpoint(), inproc_endpoint()
+    dev.bind_in(fe)
+    dev.bind_out(be)
+    dev.setsockopt_in(zmq.LINGER, 0)
+    dev.setsockopt_out(zmq.LINGER, 0)
+    dev.start()  # bound on return: connecting now is safe
+    worker = _sock(ctx, zmq.REP, connect=be)
+    client = _sock(ctx, zmq.REQ, connect=fe)
+    server = gevent.spawn(lambda: worker.send(worker.recv() + b"!"))
+    client.send(b"hi")
+    assert client.recv() == b"hi!"
+    server.get(timeout=END_BOUND)
+    dev.stop()
+    dev.join(END_BOUND)
+    assert dev.done and dev.exception is None
+    assert all(s.closed for s in dev._sockets)
+
+
+def test_green_device_start_raises_bind_errors_and_leaks_nothing(ctx):
+    taken = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    dev = GreenDevice(zmq.QUEUE, zmq.PULL, zmq.PUSH, context=ctx)
+    dev.bind_in(taken.last_endpoint.decode())
+    with pytest.raises(zmq.ZMQError) as info:
+        dev.start()
+    assert info.value.errno == zmq.EADDRINUSE
+    assert all(s.closed for s in dev._sockets)
+
+
+def test_green_proxy_capture_via_mon_methods(ctx):
+    dev = GreenProxy(zmq.PULL, zmq.PUSH, zmq.PUSH, context=ctx)
+    fe, be, mon = inproc_endpoint(), inproc_endpoint(), inproc_endpoint()
+    dev.bind_in(fe)
+    dev.bind_out(be)
+    dev.bind_mon(mon)
+    for opt in (dev.setsockopt_in, dev.setsockopt_out, dev.setsockopt_mon):
+        opt(zmq.LINGER, 0)
+    dev.start()
+    push = _sock(ctx, zmq.PUSH, connect=fe)
+    pull = _sock(ctx, zmq.PULL, connect=be)
+    tap = _sock(ctx, zmq.PULL, connect=mon)
+    push.send(b"x")
+    assert pull.recv() == b"x"
+    assert tap.recv() == b"x"
+    dev.stop()
+    assert dev.done
+
+
+def test_green_steerable_background_terminates_cleanly(ctx):
+    dev = GreenProxySteerable(zmq.PULL, zmq.PUSH, zmq.PUB, zmq.PAIR, context=ctx)
+    ctl = inproc_endpoint()
+    dev.bind_in(inproc_endpoint())
+    dev.bind_out(inproc_endpoint())
+    dev.bind_ctrl(ctl)
+    dev.setsockopt_ctrl(zmq.LINGER, 0)
+    dev.start()
+    peer = _sock(ctx, zmq.PAIR, connect=ctl)
+    peer.send(b"TERMINATE")
+    dev.join(END_BOUND)
+    assert dev.done and dev.exception is None
+
+
+def test_green_monitored_queue_background_with_mon_socket(ctx):
+    dev = GreenMonitoredQueue(zmq.ROUTER, zmq.ROUTER, zmq.PUSH, b"<", b">", context=ctx)
+    ins, outs, mon = inproc_endpoint(), inproc_endpoint(), inproc_endpoint()
+    dev.bind_in(ins)
+    dev.bind_out(outs)
+    dev.connect_mon(mon)
+    tap = _sock(ctx, zmq.PULL, bind=mon)
+    dev.start()
+    worker = _sock(ctx, zmq.DEALER, connect=outs, routing_id=b"w")
+    client = _sock(ctx, zmq.DEALER, connect=ins, routing_id=b"c")
+    worker.send_multipart([b"-", b"ready"])
+    assert tap.recv_multipart() == [b">", b"-", b"w", b"ready"]
+    client.send_multipart([b"w", b"job"])
+    assert worker.recv_multipart() == [b"c", b"job"]
+    assert tap.recv_multipart() == [b"<", b"w", b"c", b"job"]
+    dev.stop()
+    assert dev.done
+
+
+def test_background_device_failure_is_the_greenlets_exception(ctx, capfd):
+    dev = GreenDevice(zmq.QUEUE, zmq.ROUTER, zmq.ROUTER, context=ctx)
+    fe = inproc_endpoint()
+    dev.bind_in(fe)
+    dev.bind_out(inproc_endpoint())
+    dev.setsockopt_out(zmq.ROUTER_MANDATORY, 1)
+    dev.setsockopt_in(zmq.LINGER, 0)
+    dev.setsockopt_out(zmq.LINGER, 0)
+    dev.start()
+    client = _sock(ctx, zmq.DEALER, connect=fe)
+    client.send(b"to nobody")  # out ROUTER_MANDATORY: EHOSTUNREACH ends the device
+    dev.join(END_BOUND)
+    assert dev.done
+    assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.EHOSTUNREACH
+    out, err = capfd.readouterr()
+    assert out == ""  # devices print nothing; gevent reports the failure on stderr
+    assert "EHOSTUNREACH" in err or "Host unreachable" in err
+
+
+@pytest.mark.timeout(30)
+def test_thread_device_forwards_and_stops(ctx):
+    dev = ThreadDevice(zmq.QUEUE, zmq.PULL, zmq.PUSH)
+    fport = dev.bind_in_to_random_port("tcp://127.0.0.1")
+    bport = dev.bind_out_to_random_port("tcp://127.0.0.1")
+    dev.start()
+    push = _sock(ctx, zmq.PUSH, connect=f"tcp://127.0.0.1:{fport}")
+    pull = _sock(ctx, zmq.PULL, connect=f"tcp://127.0.0.1:{bport}")
+    # while the C proxy runs in its thread, this hub keeps running
+    ticks = gevent.spawn(lambda: [gevent.sleep(0.001) for _ in range(3)])
+    push.send(b"via thread")
+    assert pull.recv() == b"via thread"
+    ticks.get(timeout=WAKE_BOUND * 5)
+    with gevent.Timeout(END_BOUND):
+        dev.stop()
+    assert not dev.launcher.is_alive() and dev.done
+
+
+@pytest.mark.timeout(30)
+def test_thread_steerable_terminate_and_join(ctx):
+    dev = ThreadProxySteerable(zmq.PULL, zmq.PUSH, zmq.PUB, zmq.REP)
+    dev.bind_in_to_random_port("tcp://127.0.0.1")
+    dev.bind_out_to_random_port("tcp://127.0.0.1")
+    cport = dev.bind_ctrl_to_random_port("tcp://127.0.0.1")
+    dev.start()
+    req = _sock(ctx, zmq.REQ, connect=f"tcp://127.0.0.1:{cport}")
+    req.send(b"TERMINATE")
+    assert req.recv() == b""
+    dev.join(END_BOUND)
+    assert not dev.launcher.is_alive()
+    dev.stop()  # after the end: harmless
+
+
+@pytest.mark.timeout(60)
+def test_process_proxy_forwards_and_stops(ctx):
+    dev = ProcessProxy(zmq.PULL, zmq.PUSH, zmq.PUB)
+    fport = dev.bind_in_to_random_port("tcp://127.0.0.1")
+    bport = dev.bind_out_to_random_port("tcp://127.0.0.1")
+    dev.start()
+    push = _sock(ctx, zmq.PUSH, connect=f"tcp://127.0.0.1:{fport}")
+    pull = _sock(ctx, zmq.PULL, connect=f"tcp://127.0.0.1:{bport}")
+    push.send(b"via process")
+    assert pull.recv() == b"via process"
+    with gevent.Timeout(END_BOUND):
+        dev.stop(END_BOUND)
+    assert dev.launcher.exitcode is not None
