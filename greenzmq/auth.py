@@ -165,13 +165,13 @@ class GreenAuthenticator(Authenticator):
     def _serve(self, zap: Socket) -> None:
         while True:
             try:
-                msg = zap.recv_multipart()
+                self._handle(zap.recv_multipart())
             except zmq.ZMQError as e:
+                # closed by stop(), or by ctx.destroy() (maybe while a callback ran)
                 if e.errno in _GONE:
                     self.log.debug("ZAP socket closed: authenticator stops")
                     return
                 raise
-            self._handle(msg)
 
     def _handle(self, msg: list[bytes]) -> None:
         """Answer one request; whatever happens, the REP socket gets exactly one reply."""
@@ -184,10 +184,17 @@ class GreenAuthenticator(Authenticator):
                 self._send_zap_reply(request_id, b"400", b"Not enough frames")
                 return
             _run_sync(self.handle_zap_message(msg))
+        except zmq.ZMQError as e:
+            if e.errno in _GONE:
+                raise
+            self._failed(request_id)
         except Exception:
-            self.log.exception("ZAP handler failed on request %r", request_id)
-            if not self._replied:
-                self._send_zap_reply(request_id, _ZAP_INTERNAL_ERROR, b"Internal error")
+            self._failed(request_id)
+
+    def _failed(self, request_id: bytes) -> None:
+        self.log.exception("ZAP handler failed on request %r", request_id)
+        if not self._replied:
+            self._send_zap_reply(request_id, _ZAP_INTERNAL_ERROR, b"Internal error")
 
     def _send_zap_reply(
         self, request_id: bytes, status_code: bytes, status_text: bytes, user_id: str = "anonymous"
@@ -219,4 +226,3 @@ def _run_sync(coro: Any) -> None:
     raise AwaitableCallbackError(
         "credentials callback awaited an asyncio future; under gevent return a bool (blocking the greenlet is fine)"
     )
-

@@ -35,7 +35,14 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 from gevent.socket import wait_read
 
-__all__ = ["Tunnel", "open_tunnel", "tunnel_connection", "paramiko_tunnel"]
+__all__ = [
+    "Tunnel",
+    "open_tunnel",
+    "tunnel_connection",
+    "paramiko_tunnel",
+    "ssh_tunnel",
+    "try_passwordless_ssh",
+]
 
 log = logging.getLogger("greenzmq.ssh")
 
@@ -390,6 +397,35 @@ def paramiko_tunnel(
     except BaseException:
         _call(client.close)
         raise
+
+
+#: pyzmq's name for the platform's default tunnel function; here always paramiko's.
+ssh_tunnel = paramiko_tunnel
+
+
+def try_passwordless_ssh(
+    server: str,
+    keyfile: str | None,
+    paramiko: bool | None = None,
+    *,
+    timeout: float | None = 60,
+    known_hosts: str | None = None,
+    host_key_policy: Any = None,
+) -> bool:
+    """True if ``server`` accepts us without a password (key file, ``~/.ssh`` keys, agent).
+
+    As :func:`zmq.ssh.tunnel.try_passwordless_ssh`, over paramiko whatever
+    ``paramiko`` says; blocks only the calling greenlet. Returns False on
+    :class:`paramiko.AuthenticationException`; other failures (unreachable
+    server, rejected host key) raise.
+    """
+    auth_error = _paramiko().AuthenticationException
+    try:
+        client = _connect(server, keyfile, None, timeout, known_hosts, host_key_policy)
+    except auth_error:
+        return False
+    _call(client.close)
+    return True
 
 
 def open_tunnel(

@@ -68,7 +68,11 @@ def certs(tmp_path):
         pub, secret = create_certificates(str(keys), name)
         paths[name] = (pub, secret)
     shutil.copy(paths["client1"][0], public)
-    return {"public_dir": str(public), **{k: load_certificate(v[1]) for k, v in paths.items()}, "paths": paths}
+    return {
+        "public_dir": str(public),
+        **{k: load_certificate(v[1]) for k, v in paths.items()},
+        "paths": paths,
+    }
 
 
 def _server(ctx, **opts):
@@ -166,7 +170,11 @@ def test_curve_allow_any(ctx, auth, certs):
     server, url = _curve_server(ctx, certs)
     stranger_pub, stranger_secret = zmq.curve_keypair()
     verdict, _, client = _client_verdict(
-        ctx, url, curve_serverkey=certs["server"][0], curve_publickey=stranger_pub, curve_secretkey=stranger_secret
+        ctx,
+        url,
+        curve_serverkey=certs["server"][0],
+        curve_publickey=stranger_pub,
+        curve_secretkey=stranger_secret,
     )
     assert verdict == "ok"
     assert _roundtrip(server, client) == stranger_pub.decode("ascii")
@@ -198,7 +206,10 @@ def test_deny_loopback_rejects_null_and_plain(ctx, auth):
     null_server, url_null = _server(ctx, zap_domain=b"test")
     plain_server, url_plain = _server(ctx, plain_server=True)
     assert _client_verdict(ctx, url_null)[:2] == ("auth", 400)
-    assert _client_verdict(ctx, url_plain, plain_username=b"admin", plain_password=b"secret")[:2] == ("auth", 400)
+    assert _client_verdict(ctx, url_plain, plain_username=b"admin", plain_password=b"secret")[:2] == (
+        "auth",
+        400,
+    )
 
 
 def test_allow_loopback_admits_null_and_still_checks_plain(ctx, auth):
@@ -209,7 +220,10 @@ def test_allow_loopback_admits_null_and_still_checks_plain(ctx, auth):
     assert verdict == "ok"
     _roundtrip(server, client)
     _, url_plain = _server(ctx, plain_server=True)
-    assert _client_verdict(ctx, url_plain, plain_username=b"admin", plain_password=b"wrong")[:2] == ("auth", 400)
+    assert _client_verdict(ctx, url_plain, plain_username=b"admin", plain_password=b"wrong")[:2] == (
+        "auth",
+        400,
+    )
 
 
 def test_allow_other_address_rejects_loopback(ctx, auth):
@@ -357,6 +371,39 @@ def test_context_destroy_ends_the_greenlet_quietly():
     glet.join(HANDSHAKE_BOUND)
     assert glet.successful()
     assert not a.is_alive()
+
+
+def test_context_destroyed_while_a_callback_blocks(certs, spawn, caplog):
+    """The callback returns after its socket is gone: the greenlet ends, nothing is logged as an error."""
+    c = zmq.Context()
+    a = GreenAuthenticator(c)
+    a.start()
+    asked, release = gevent.event.Event(), gevent.event.Event()
+
+    class Provider:
+        def callback(self, domain, key):
+            asked.set()
+            release.wait()
+            return True
+
+    a.configure_curve_callback("*", Provider())
+    server, url = _curve_server(c, certs)
+    client = c.socket(zmq.REQ)
+    client.linger = 0
+    for k, v in _curve_client_opts(certs, "client1").items():
+        setattr(client, k, v)
+    client.connect(url)
+    assert asked.wait(HANDSHAKE_BOUND)
+    glet = a._greenlet
+    with caplog.at_level(logging.DEBUG, logger="zmq.auth"):
+        with gevent.Timeout(HANDSHAKE_BOUND, AssertionError("context did not terminate")):
+            destroyer = spawn(c.destroy, linger=0)
+            gevent.sleep(0)  # destroy closes the sockets, then waits for term in the threadpool
+            release.set()
+            glet.join()
+            destroyer.join()
+    assert glet.successful() and destroyer.successful()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_works_on_a_plain_pyzmq_context():

@@ -143,6 +143,12 @@ def test_wrong_key_raises_and_socket_stays_usable(ctx, sshd, opts, echo, tunnels
         assert req.recv() == b"again"
 
 
+def test_try_passwordless_ssh(sshd, opts):
+    assert ssh.try_passwordless_ssh(sshd.server, **opts) is True
+    assert ssh.try_passwordless_ssh(sshd.server, **{**opts, "keyfile": sshd.wrong_key}) is False
+    assert ssh.ssh_tunnel is ssh.paramiko_tunnel
+
+
 def test_unknown_host_key_rejected(sshd, tmp_path, echo):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
