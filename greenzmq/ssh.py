@@ -237,7 +237,7 @@ class Tunnel:
         self.close()
 
     def _transport_lost(self) -> bool:
-        if self._transport.is_active():
+        if self.closed or self._transport.is_active():
             return False
         log.warning("tunnel %s: SSH connection lost, closing", self.url)
         gevent.spawn(self.close)  # not from here: close() kills this pool
