@@ -38,6 +38,7 @@ from typing import Any
 
 import gevent
 import zmq
+from gevent import getcurrent
 from gevent.hub import get_hub
 from zmq.backend import Socket as _RawSocket
 from zmq.devices import basedevice as _base
@@ -225,6 +226,25 @@ def _reschedule(sockets: list[Any]) -> None:
             w.schedule(sock)
 
 
+class _SocketGone(Exception):
+    """Thrown into a paused device when one of its sockets is closed."""
+
+
+class _Gone:
+    """A close-only listener: wakes a paused device whose socket went away."""
+
+    __slots__ = ("glet", "waiting")
+
+    def __init__(self, glet: Any) -> None:
+        self.glet = glet
+        self.waiting = True
+
+    def __call__(self, events: int) -> None:
+        if self.waiting and not events:
+            self.waiting = False
+            self.glet.throw(_SocketGone())
+
+
 class _Engine:
     """The loop shared by every green device: relays, optional control socket."""
 
@@ -289,7 +309,29 @@ class _Engine:
             poller = self._pollers[key] = Poller()
             for sock, flags in key:
                 poller.register(sock, flags)
-        poller.poll()
+        if self.state is _ACTIVE:
+            poller.poll()
+            return
+        # Paused: the relays' sockets must not be polled for what they carry
+        # (that would spin on queued messages), yet their close must still end
+        # the device. A listener whose mask matches no event is called only with
+        # 0, when the socket is closed or its context terminated.
+        gone = _Gone(getcurrent())
+        watched = []
+        try:
+            for sock in self.sockets:
+                w = getattr(sock, "_waiters", None)
+                if w is not None and sock not in interest:
+                    w.listen(sock, gone, 0, gone)
+                    watched.append(w)
+            poller.poll()
+        except _SocketGone:
+            for sock in self.sockets:
+                sock.get(zmq.EVENTS)  # raises ENOTSOCK (closed) or ContextTerminated
+        finally:
+            gone.waiting = False
+            for w in watched:
+                w.unlisten(gone)
 
     def _obey(self) -> None:
         control = self.control

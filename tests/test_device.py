@@ -206,6 +206,17 @@ def test_closing_a_socket_ends_the_device_with_enotsock(ctx, spawn, which):
     assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.ENOTSOCK
 
 
+def test_closing_a_socket_of_a_paused_device_ends_it(steered):
+    push, pull, req, dev = steered
+    req.send(b"PAUSE")
+    assert req.recv() == b""
+    push.send(b"queued while paused")  # must not make the paused device spin
+    frontend = dev.args[0]
+    frontend.close()
+    dev.join(timeout=END_BOUND)
+    assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.ENOTSOCK
+
+
 def test_context_term_ends_the_device_with_context_terminated(spawn):
     ctx = zmq.Context()
     fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
