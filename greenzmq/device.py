@@ -520,6 +520,9 @@ class _GreenBackground:
         """
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=timeout)
+            # a greenlet killed before it first ran never reached its cleanup
+            self.done = True
+            self._close_sockets()
 
     @property
     def exception(self) -> BaseException | None:

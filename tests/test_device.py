@@ -456,6 +456,26 @@ def test_green_device_serves_inproc_endpoints_of_the_callers_context(ctx):
     assert all(s.closed for s in dev._sockets)
 
 
+def test_green_device_stopped_before_it_ran_closes_its_sockets(ctx):
+    dev = GreenDevice(zmq.QUEUE, zmq.PULL, zmq.PUSH, context=ctx)
+    dev.bind_in(inproc_endpoint())
+    dev.bind_out(inproc_endpoint())
+    dev.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        dev.start()
+    dev.stop()  # its greenlet has not run yet
+    dev.stop()  # twice is harmless
+    assert dev.done and all(s.closed for s in dev._sockets)
+
+
+def test_background_misuse_raises_runtime_error():
+    for kind in (GreenDevice, ThreadDevice):
+        dev = kind(zmq.QUEUE, zmq.PULL, zmq.PUSH)
+        with pytest.raises(RuntimeError, match="not started"):
+            dev.join()
+        dev.stop()  # stopping a device never started does nothing
+
+
 def test_green_device_start_raises_bind_errors_and_leaks_nothing(ctx):
     taken = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
     dev = GreenDevice(zmq.QUEUE, zmq.PULL, zmq.PUSH, context=ctx)
