@@ -70,11 +70,38 @@ there: a ``gevent.Timeout`` or ``kill()`` either lands before the operation
 greenlet has the message). Queues are strictly first come, first served, and
 a multipart operation is one queue entry, so frames of two greenlets never
 interleave. There is no timer anywhere except the caller's own timeout.
+
+Thread-safe (DRAFT) sockets: a fd that nothing drains
+======================================================
+
+SERVER, CLIENT, RADIO, DISH, SCATTER, GATHER, PEER and CHANNEL are
+*thread-safe* sockets (``ZMQ_THREAD_SAFE`` is 1). libzmq 4.3.4 gives them a
+different mailbox (``mailbox_safe_t``) with no fd of its own:
+``getsockopt(ZMQ_FD)`` fails with EINVAL. pyzmq (>= 27, with a warning,
+``DraftFDWarning``) falls back on a proxy: it creates a ``zmq_poller`` for the
+socket and returns that poller's signaler fd, an ``eventfd``. The mailbox
+signals it exactly when the classic fd would be raised (a command posted to an
+idle mailbox), so facts 1-3 hold, with one difference:
+
+4. Nothing in libzmq drains the proxy fd except ``zmq_poller_wait`` on that
+   (private) poller, which nobody calls: ``send``, ``recv`` and ``EVENTS``
+   leave it readable. An io watcher on it would fire on every loop iteration
+   (a busy loop at 100% CPU, which is what ``zmq.green`` does).
+
+So for these sockets :meth:`Waiters.service` drains the fd itself (one
+non-blocking ``read``) right *before* each ``EVENTS`` reading. A command
+posted before the drain is processed by that reading; one posted after it
+raises the fd again. Everything above is unchanged: a pass that serves nobody
+again leaves the fd unreadable until the next change, a failed ``DONTWAIT``
+attempt leaves the mailbox idle (and an fd still readable from earlier
+signals only costs one extra pass), and a watcher woken with nobody waiting
+stops without draining.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections import deque
 from typing import Any, Callable
@@ -87,7 +114,7 @@ from zmq.backend import Socket as _RawSocket
 
 from greenzmq.error import ForkedSocketError, WrongThreadError
 
-__all__ = ["Waiters", "PARTIAL", "get_ident"]
+__all__ = ["Waiters", "PARTIAL", "get_ident", "socket_fd", "drain_fd"]
 
 #: The OS thread's id, even after ``gevent.monkey.patch_all()`` (which makes
 #: ``threading.get_ident`` return greenlet ids).
@@ -95,6 +122,8 @@ get_ident = get_original("_thread", "get_ident")
 
 _raw_get = _RawSocket.get
 _EVENTS = int(zmq.EVENTS)
+_FD = int(zmq.FD)
+_THREAD_SAFE = int(zmq.THREAD_SAFE)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _READ = 1  # libev EV_READ: ZMQ_FD only ever signals readability
@@ -108,6 +137,67 @@ MAX_DELIVERIES_PER_PASS = 64
 #: Returned by an operation that made progress but must stay at the head of its
 #: queue (a multipart send interrupted by the high-water mark mid-message).
 PARTIAL = object()
+
+#: Bytes read from a thread-safe socket's proxy fd per drain: an eventfd
+#: (Linux) is emptied by one 8-byte read whatever its count; the socketpair
+#: libzmq uses elsewhere holds one byte per signal, and anything left over
+#: only costs one spurious wake-up.
+DRAIN_READ_SIZE = 4096
+
+_DraftFDWarning = getattr(zmq.error, "DraftFDWarning", None)
+
+
+def _proxy_fd(sock: Any) -> int:
+    # pyzmq warns DraftFDWarning when ZMQ_FD is read on a thread-safe socket,
+    # because libzmq never drains its proxy fd. greenzmq drains it (see above),
+    # so the warning is silenced for greenzmq's own read, and only that: pyzmq
+    # attributes it to the caller of this function, socket_fd() in this module.
+    # The filter is (re)installed on every call rather than once at import:
+    # a catch_warnings() block around the import (pytest's collection, for
+    # one) would discard it on exit. Re-adding an existing filter only moves
+    # it to the front, so the list does not grow. Not catch_warnings() here:
+    # it swaps the process-wide filter list and is not thread-safe.
+    if _DraftFDWarning is not None:
+        warnings.filterwarnings("ignore", category=_DraftFDWarning, module=r"greenzmq\._waiter\Z")
+    return _raw_get(sock, _FD)
+
+
+def socket_fd(sock: Any) -> tuple[int, bool]:
+    """The fd that signals ``sock``'s mailbox, and whether it must be drained.
+
+    Classic sockets: their ``ZMQ_FD``, drained by libzmq (``False``).
+    Thread-safe (DRAFT) sockets: pyzmq's proxy fd, which only the waiter
+    drains (``True``, see :func:`drain_fd`). Raises :class:`zmq.ZMQError`
+    (EINVAL) for a thread-safe socket on a pyzmq without the proxy (< 27).
+    """
+    try:
+        thread_safe = _raw_get(sock, _THREAD_SAFE)
+    except zmq.ZMQError:  # a libzmq without ZMQ_THREAD_SAFE has no such sockets
+        thread_safe = 0
+    if not thread_safe:
+        return _raw_get(sock, _FD), False
+    try:
+        return _proxy_fd(sock), True
+    except zmq.ZMQError as exc:
+        raise zmq.ZMQError(
+            exc.errno,
+            "greenzmq needs pyzmq >= 27 (built with DRAFT support) to wait on thread-safe "
+            f"sockets: ZMQ_FD failed with {exc.strerror}",
+        ) from None
+
+
+def drain_fd(fd: int) -> None:
+    """Consume the pending signals of a thread-safe socket's proxy fd.
+
+    Must come *before* the ``EVENTS`` reading that accounts for them.
+    """
+    try:
+        os.read(fd, DRAIN_READ_SIZE)
+    except OSError:
+        # EAGAIN: nothing pending. Anything else means the socket is gone,
+        # which the EVENTS reading that follows reports.
+        pass
+
 
 #: The ``thread`` of every Waiters inherited by a forked child: matches no thread.
 _FORKED = -1
@@ -155,6 +245,7 @@ class Waiters:
         "loop",
         "thread",
         "fd",
+        "drain",
         "readers",
         "writers",
         "listeners",
@@ -166,11 +257,13 @@ class Waiters:
         "__weakref__",
     )
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, drain: bool = False) -> None:
         self.hub = get_hub()
         self.loop = self.hub.loop
         self.thread = get_ident()
         self.fd = fd
+        # a thread-safe socket's proxy fd: drained here before each EVENTS
+        self.drain = drain
         self.readers: deque[_Op] = deque()
         self.writers: deque[_Op] = deque()
         # key -> (mask, callback); one-shot: removed before the callback runs
@@ -339,6 +432,8 @@ class Waiters:
             return
         try:
             while not self.closed:
+                if self.drain:
+                    drain_fd(self.fd)
                 try:
                     events = _raw_get(sock, _EVENTS)
                 except zmq.ZMQError as exc:  # ETERM (ContextTerminated), ENOTSOCK

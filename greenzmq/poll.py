@@ -18,6 +18,8 @@ import zmq
 from gevent import getcurrent
 from gevent.hub import get_hub
 
+from greenzmq._waiter import drain_fd, socket_fd
+
 __all__ = ["Poller", "select"]
 
 _POLLIN = int(zmq.POLLIN)
@@ -77,6 +79,8 @@ class Poller(zmq.Poller):
     def __init__(self) -> None:
         super().__init__()
         self._watchers: dict[Any, list[Any]] = {}
+        # proxy fds of plain thread-safe (DRAFT) sockets, drained before zmq_poll
+        self._drain_fds: dict[Any, int] = {}
 
     def register(self, socket: Any, flags: int = _POLLIN | _POLLOUT) -> None:
         """Register a socket or fd for ``flags``; 0 unregisters. As pyzmq."""
@@ -89,6 +93,7 @@ class Poller(zmq.Poller):
         self._drop_watchers(socket)
 
     def _drop_watchers(self, item: Any) -> None:
+        self._drain_fds.pop(item, None)
         for watcher in self._watchers.pop(item, ()):
             watcher.close()
 
@@ -103,7 +108,10 @@ class Poller(zmq.Poller):
             loop = get_hub().loop
             if isinstance(item, zmq.Socket):
                 # a plain (non-green) zmq socket: its fd only signals readability
-                watchers = [loop.io(item.getsockopt(zmq.FD), _READ)]
+                fd, drain = socket_fd(item)
+                if drain:
+                    self._drain_fds[item] = fd
+                watchers = [loop.io(fd, _READ)]
             else:
                 fd = _fileno(item)
                 watchers = []
@@ -136,6 +144,9 @@ class Poller(zmq.Poller):
         muted: set[Any] = set()
         while True:
             self._check_open()
+            for fd in self._drain_fds.values():
+                # before zmq_poll reads EVENTS (see greenzmq._waiter)
+                drain_fd(fd)
             events = super().poll(0)
             self._after_zmq_poll()
             if events or timeout == 0:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import zmq
 from zmq.backend import Socket as _RawSocket
 
-from greenzmq._waiter import PARTIAL, Waiters, get_ident
+from greenzmq._waiter import PARTIAL, Waiters, get_ident, socket_fd
 from greenzmq.poll import Poller
 
 __all__ = ["Socket"]
@@ -32,7 +32,6 @@ _RCVMORE = int(zmq.RCVMORE)
 _RCVTIMEO = int(zmq.RCVTIMEO)
 _SNDTIMEO = int(zmq.SNDTIMEO)
 _EVENTS = int(zmq.EVENTS)
-_FD = int(zmq.FD)
 
 
 def _again() -> zmq.Again:
@@ -89,7 +88,7 @@ class Socket(zmq.Socket):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._waiters = Waiters(_raw_get(self, _FD))
+        self._waiters = Waiters(*socket_fd(self))
 
     # -- sending -------------------------------------------------------------------
 
@@ -252,6 +251,31 @@ class Socket(zmq.Socket):
         attempt = partial(_raw_recv_into, self, buffer, nbytes=nbytes, flags=flags | _DONTWAIT)
         return self._recv_blocking(w, attempt, flags)
 
+    # -- RADIO/DISH groups ----------------------------------------------------------
+
+    def join(self, group: str | bytes) -> None:
+        """Join a RADIO/DISH group (DISH sockets, DRAFT API), as :meth:`zmq.Socket.join`.
+
+        ``group`` is ``str`` (encoded as UTF-8) or ``bytes``, for ``join`` and
+        ``leave`` alike (pyzmq's ``leave`` takes only bytes). Raises
+        :class:`TypeError` for anything else and :class:`zmq.ZMQError`
+        (EINVAL) for a group libzmq refuses (longer than 255 bytes, already
+        joined, or not joined when leaving); the socket stays usable.
+        """
+        super().join(_group_bytes(group))
+        self._touched()
+
+    def leave(self, group: str | bytes) -> None:
+        """Leave a RADIO/DISH group; ``group`` as for :meth:`join`."""
+        super().leave(_group_bytes(group))
+        self._touched()
+
+    def _touched(self) -> None:
+        # a call that may change readiness while greenlets wait: re-check EVENTS
+        w = self._waiters
+        if w is not None and w.armed:
+            w.schedule(self)
+
     # -- options and closing -----------------------------------------------------------
 
     def get(self, option: int) -> Any:
@@ -281,6 +305,14 @@ class Socket(zmq.Socket):
         if w is not None and not self.closed:
             w.close(make_error)
         super().close(linger=linger)
+
+
+def _group_bytes(group: Any) -> bytes:
+    if isinstance(group, str):
+        return group.encode("utf-8")
+    if isinstance(group, bytes):
+        return group
+    raise TypeError(f"a RADIO/DISH group is str or bytes, not {type(group).__name__}: {group!r}")
 
 
 def _closed_error() -> zmq.ZMQError:
