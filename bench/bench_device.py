@@ -11,7 +11,9 @@ a PUSH backend on tcp://127.0.0.1; a producer process (plain pyzmq PUSH) sends
 first to the last. The kinds:
 
 * ``greenzmq``: :func:`greenzmq.proxy` in a greenlet;
-* ``greenzmq-bg``: :class:`greenzmq.device.GreenProxy` (the same engine, background API);
+* ``greenzmq-bg``: :class:`greenzmq.device.GreenDevice` (the same engine, background API);
+* ``steerable``: :func:`greenzmq.proxy_steerable` with a control socket (counts statistics);
+* ``monitored``: :func:`greenzmq.device.monitored_queue` copying to a PUB monitor;
 * ``zmq.green``: pyzmq's ``zmq.green.device`` in a greenlet;
 * ``libzmq``: ``zmq.proxy`` (libzmq's C proxy) in a plain OS thread.
 
@@ -187,6 +189,37 @@ def _greenzmq_bg(count: int, size: int) -> dict[str, float]:
     return _run_green(greenzmq, start, count, size)
 
 
+def _greenzmq_steerable(count: int, size: int) -> dict[str, float]:
+    import gevent
+
+    import greenzmq
+
+    def start(ctx: Any) -> tuple[int, int, Any]:
+        front, back, fport, bport = _plain_pair(greenzmq, ctx)
+        control = ctx.socket(greenzmq.PAIR)
+        control.bind(f"inproc://bench-control-{id(control)}")
+        g = gevent.spawn(greenzmq.proxy_steerable, front, back, None, control)
+        return fport, bport, g.kill
+
+    return _run_green(greenzmq, start, count, size)
+
+
+def _greenzmq_mq(count: int, size: int) -> dict[str, float]:
+    import gevent
+
+    import greenzmq
+    from greenzmq.device import monitored_queue
+
+    def start(ctx: Any) -> tuple[int, int, Any]:
+        front, back, fport, bport = _plain_pair(greenzmq, ctx)
+        mon = ctx.socket(greenzmq.PUB)  # nobody subscribes: measures the copying
+        mon.bind(f"inproc://bench-mon-{id(mon)}")
+        g = gevent.spawn(monitored_queue, front, back, mon)
+        return fport, bport, g.kill
+
+    return _run_green(greenzmq, start, count, size)
+
+
 def _zmq_green(count: int, size: int) -> dict[str, float]:
     import gevent
     import zmq.green
@@ -229,6 +262,8 @@ def _libzmq(count: int, size: int) -> dict[str, float]:
 KINDS: dict[str, Callable[[int, int], dict[str, float]]] = {
     "greenzmq": _greenzmq,
     "greenzmq-bg": _greenzmq_bg,
+    "steerable": _greenzmq_steerable,
+    "monitored": _greenzmq_mq,
     "zmq.green": _zmq_green,
     "libzmq": _libzmq,
 }

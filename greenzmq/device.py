@@ -146,16 +146,14 @@ class _Relay:
         self.held: list[Any] | None = None  # a message waiting for room in dst
         self.held_at = 0  # frames of `held` already sent
 
-    @property
-    def simple(self) -> bool:
-        return self.capture is None and self.mon is None and self.stats is None and not self.swap
-
     def pump(self, budget: int) -> int:
         """Forward up to ``budget`` messages without blocking; return how many moved."""
         if self.held is not None and not self._flush():
             return 0
         src, dst, recv, send = self.src, self.dst, _raw_recv, _raw_send
-        simple = self.simple
+        # the fast path: single frames with no copy to make and no ids to swap
+        plain = self.capture is None and self.mon is None and not self.swap
+        stats, i_in, i_out = self.stats, self.i_in, self.i_out
         n = 0
         while n < budget:
             try:
@@ -163,12 +161,19 @@ class _Relay:
             except zmq.Again:
                 break
             n += 1
-            if simple and not frame.more:
+            if plain and not frame.more:
+                if stats is not None:
+                    size = len(frame)
+                    stats[i_in] += 1
+                    stats[i_in + 1] += size
                 try:
                     send(dst, frame, _DONTWAIT, False, False)
                 except zmq.Again:
-                    self.held, self.held_at = [frame], 0
+                    self.held, self.held_at = [frame], 0  # _flush counts it out
                     break
+                if stats is not None:
+                    stats[i_out] += 1
+                    stats[i_out + 1] += size
                 continue
             parts = [frame]
             while frame.more:  # libzmq delivers a message whole: never EAGAIN here
@@ -187,9 +192,9 @@ class _Relay:
             stats[self.i_in] += len(parts)
             stats[self.i_in + 1] += sum(len(p) for p in parts)
         if self.capture is not None:
-            self.capture.send_multipart(parts, copy=False)
+            _copy_to(self.capture, parts)
         if self.mon is not None:
-            self.mon.send_multipart([self.prefix, *parts], copy=False)
+            _copy_to(self.mon, [self.prefix, *parts])
         self.held, self.held_at = parts, 0
         return self._flush()
 
@@ -215,6 +220,22 @@ class _Relay:
         if self.stats is not None and sent:
             self.stats[self.i_out] += len(sent)
             self.stats[self.i_out + 1] += sum(len(p) for p in sent)
+
+
+def _copy_to(sock: Any, parts: list[Any]) -> None:
+    """Send a copy of a message to a capture/monitor socket; blocks (green) only if it is full."""
+    send = _raw_send
+    last = len(parts) - 1
+    i = 0
+    try:
+        while i < last:
+            send(sock, parts[i], _DONTWAIT | _SNDMORE, False, False)
+            i += 1
+        send(sock, parts[last], _DONTWAIT, False, False)
+    except zmq.Again:
+        # full (a PUSH or DEALER nobody reads): wait like libzmq's blocking
+        # capture send, for this greenlet only; a half-sent message is finished
+        sock.send_multipart(parts[i:], copy=False)
 
 
 def _reschedule(sockets: list[Any]) -> None:
@@ -255,6 +276,8 @@ class _Engine:
         self.state = _ACTIVE
         self.reply_empty = control is not None and control.type == zmq.REP
         self.sockets = list(dict.fromkeys(s for r in self.relays for s in (r.src, r.dst)))
+        copies = [s for r in self.relays for s in (r.capture, r.mon) if s is not None]
+        self.touched = list(dict.fromkeys(self.sockets + copies))  # where raw calls happen
         # Send-only sockets (a PUSH backend, a PUB capture) are never polled for
         # what they carry; watching them for POLLIN (which never comes) makes the
         # device wake with ENOTSOCK when one of them is closed, instead of hanging.
@@ -264,7 +287,7 @@ class _Engine:
         self._timer: Any = None
 
     def run(self) -> int:
-        relays, sockets = self.relays, self.sockets
+        relays, touched = self.relays, self.touched
         while True:
             if self.control is not None:
                 self._obey()
@@ -274,7 +297,7 @@ class _Engine:
             if self.state is _ACTIVE:
                 for relay in relays:
                     moved += relay.pump(BURST)
-            _reschedule(sockets)
+            _reschedule(touched)
             if moved:
                 self._yield()
             else:

@@ -157,6 +157,24 @@ def test_full_destination_holds_message_nothing_lost_or_duplicated(ctx, spawn):
         pull.recv()
 
 
+def test_full_capture_blocks_only_the_device_greenlet(ctx, spawn):
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    cap = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())  # nobody reads it yet: sends block
+    dev = spawn(zmq.proxy, fe, be, cap)
+    push = _sock(ctx, zmq.PUSH, connect=fe.last_endpoint)
+    pull = _sock(ctx, zmq.PULL, connect=be.last_endpoint)
+    push.send_multipart([b"a", b"b"])
+    pull.rcvtimeo = QUIET_MS
+    with pytest.raises(zmq.Again):  # the device waits on its capture socket...
+        pull.recv()
+    assert not dev.dead  # ...and this greenlet ran meanwhile
+    tap = _sock(ctx, zmq.PULL, connect=cap.last_endpoint)
+    assert tap.recv_multipart() == [b"a", b"b"]
+    pull.rcvtimeo = RECV_BOUND_MS
+    assert pull.recv_multipart() == [b"a", b"b"]
+
+
 def test_other_greenlets_stay_responsive_while_forwarding(ctx, spawn):
     fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint(), rcvhwm=0)
     be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint(), sndhwm=0)
