@@ -34,12 +34,14 @@ hub; a PUB capture drops as usual.
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Any
 
 import gevent
 import zmq
 from gevent import getcurrent
 from gevent.hub import get_hub
+from gevent.monkey import get_original
 from zmq.backend import Socket as _RawSocket
 from zmq.devices import basedevice as _base
 from zmq.devices import monitoredqueuedevice as _mqd
@@ -609,6 +611,46 @@ class GreenMonitoredQueue(_GreenBackground, _mqd.MonitoredQueueBase, _pxd.ProxyB
         monitored_queue(ins, outs, mons, self._in_prefix, self._out_prefix)
 
 
+_start_new_thread = get_original("_thread", "start_new_thread")
+_allocate_lock = get_original("_thread", "allocate_lock")
+
+
+class _NativeThread:
+    """The part of :class:`threading.Thread` a background device uses, always on an OS thread.
+
+    Under ``gevent.monkey.patch_all()`` a :class:`threading.Thread` is a
+    greenlet, and libzmq's proxy in it would freeze the hub. This one starts
+    with the unpatched ``_thread`` module. A failure is printed on stderr by
+    ``sys.excepthook`` (as a thread's would be) and kept in ``exception``.
+    """
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.daemon = True  # an OS thread of _thread never blocks interpreter exit
+        self.exception: BaseException | None = None
+        self._running = _allocate_lock()
+
+    def start(self) -> None:
+        self._running.acquire()
+        _start_new_thread(self._run, ())
+
+    def _run(self) -> None:
+        try:
+            self._target()
+        except BaseException as exc:
+            self.exception = exc
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+        finally:
+            self._running.release()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._running.acquire(True, -1 if timeout is None else timeout):
+            self._running.release()
+
+    def is_alive(self) -> bool:
+        return self._running.locked()
+
+
 class _ThreadBackground:
     """pyzmq's thread devices (libzmq's own proxy in an OS thread), with green join and stop.
 
@@ -618,6 +660,7 @@ class _ThreadBackground:
     """
 
     _own_context: Any = None
+    _launch_class = _NativeThread
 
     def context_factory(self) -> Any:
         return self._own_context

@@ -593,6 +593,36 @@ def test_thread_device_forwards_and_stops(ctx):
     assert not dev.launcher.is_alive() and dev.done
 
 
+MONKEY_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import gevent, greenzmq as zmq
+from greenzmq.device import ThreadDevice
+dev = ThreadDevice(zmq.QUEUE, zmq.PULL, zmq.PUSH)
+fport = dev.bind_in_to_random_port("tcp://127.0.0.1")
+bport = dev.bind_out_to_random_port("tcp://127.0.0.1")
+dev.start()  # a greenlet "thread" here would freeze the hub inside zmq_proxy
+ctx = zmq.Context()
+push = ctx.socket(zmq.PUSH); push.connect("tcp://127.0.0.1:%d" % fport)
+pull = ctx.socket(zmq.PULL); pull.connect("tcp://127.0.0.1:%d" % bport)
+pull.rcvtimeo = 10000
+push.send(b"patched")
+assert pull.recv() == b"patched"
+dev.stop()
+assert not dev.launcher.is_alive()
+ctx.destroy(linger=0)
+print("ok")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_thread_device_runs_on_an_os_thread_under_monkey_patching(python_exe):
+    import subprocess
+
+    out = subprocess.run([python_exe, "-c", MONKEY_SCRIPT], capture_output=True, text=True, timeout=45)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ok\n"
+
+
 @pytest.mark.timeout(30)
 def test_thread_steerable_terminate_and_join(ctx):
     dev = ThreadProxySteerable(zmq.PULL, zmq.PUSH, zmq.PUB, zmq.REP)
