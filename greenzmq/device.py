@@ -19,16 +19,24 @@ machinery. The green proxy here does what libzmq does:
   on its source, and the other direction keeps flowing.
 * Only when a round moved nothing does the device block, in a green
   :class:`~greenzmq.poll.Poller` (which parks on the sockets' own waiters: no
-  poll interval, no CPU while idle). After a round that moved messages it
-  yields to the hub (``gevent.sleep(0)``) so other greenlets stay responsive.
+  poll interval, no CPU while idle). After a round that moved messages it lets
+  the hub's loop run once (a zero-delay timer, see :meth:`_Engine._yield`), so
+  other greenlets' timers and sockets stay responsive under full load.
 * The raw non-blocking calls bypass the green socket's bookkeeping, so after
   each round every socket that some other greenlet waits on gets its ``EVENTS``
   check scheduled (the rule of :mod:`greenzmq._waiter`).
 
-The capture and monitor sockets are written with the green blocking
+Copies for the capture and monitor sockets go out with non-blocking sends too;
+only when such a socket is full does the device fall back to the green blocking
 ``send_multipart`` (libzmq also blocks on its capture socket), so a full capture
 socket of a blocking type (PUSH, DEALER) suspends the device greenlet, never the
 hub; a PUB capture drops as usual.
+
+The background devices at the end of the module reuse pyzmq's
+:mod:`zmq.devices` classes (their ``bind_in``/``setsockopt_out``/``*_mon``/
+``*_ctrl`` configuration API): the ``Green*`` ones run the engine above in a
+greenlet on the caller's context, the ``Thread*`` and ``Process*`` ones run
+libzmq's own proxy, with a green ``join`` and a ``stop``.
 """
 
 from __future__ import annotations
