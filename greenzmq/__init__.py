@@ -15,6 +15,8 @@ pyzmq that greenzmq does not replace (``utils``, ``constants``, ``backend``,
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Any
 
 import zmq as _zmq
@@ -25,7 +27,9 @@ from greenzmq.context import Context
 from greenzmq.device import device, proxy, proxy_steerable
 from greenzmq.error import ForkedSocketError, WrongThreadError
 from greenzmq.poll import Poller, select
+from greenzmq.serialize import DeserializationError, register_codec
 from greenzmq.socket import Socket
+from greenzmq.tracker import MessageTracker
 
 #: greenzmq's own version (``__version__`` is pyzmq's, as in :mod:`zmq`).
 greenzmq_version = "0.1.0"
@@ -33,14 +37,25 @@ greenzmq_version = "0.1.0"
 SyncContext = Context
 SyncSocket = Socket
 
-_OURS = ["error", "WrongThreadError", "ForkedSocketError", "greenzmq_version"]
+_OURS = [
+    "error",
+    "WrongThreadError",
+    "ForkedSocketError",
+    "DeserializationError",
+    "register_codec",
+    "greenzmq_version",
+]
 __all__ = list(dict.fromkeys([*_zmq.__all__, *_OURS]))
 
 
 def __getattr__(name: str) -> Any:
-    """Reach pyzmq's submodules (``greenzmq.utils``, ``greenzmq.constants``...)."""
-    if name.startswith("__"):
+    """Reach submodules: greenzmq's own first (``greenzmq.auth`` is the green
+    authenticator even if ``zmq.auth`` was imported), then pyzmq's
+    (``greenzmq.utils``, ``greenzmq.constants``...)."""
+    if name.startswith("_"):
         raise AttributeError(name)
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     try:
         return getattr(_zmq, name)
     except AttributeError:

@@ -10,6 +10,7 @@ from gevent import getcurrent
 from gevent.hub import get_hub
 
 from greenzmq._waiter import get_ident
+from greenzmq.serialize import SerializingContextMixin
 from greenzmq.socket import Socket, _terminated_error
 
 __all__ = ["Context"]
@@ -17,7 +18,7 @@ __all__ = ["Context"]
 _raw_term = zmq.Context.term
 
 
-class Context(zmq.Context[Socket]):
+class Context(SerializingContextMixin, zmq.Context[Socket]):
     """A :class:`zmq.Context` whose sockets are green :class:`greenzmq.Socket`.
 
     Default socket options (``ctx.linger = 0``, ``ctx.setsockopt``) and

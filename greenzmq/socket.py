@@ -17,6 +17,8 @@ from zmq.backend import Socket as _RawSocket
 
 from greenzmq._waiter import PARTIAL, Waiters, get_ident, socket_fd
 from greenzmq.poll import Poller
+from greenzmq.serialize import SerializingSocketMixin
+from greenzmq.tracker import green_tracker
 
 __all__ = ["Socket"]
 
@@ -55,7 +57,7 @@ def _checked_parts(msg_parts: Sequence[Any]) -> list[Any]:
     return parts
 
 
-class Socket(zmq.Socket):
+class Socket(SerializingSocketMixin, zmq.Socket):
     """A :class:`zmq.Socket` whose blocking calls block only the calling greenlet.
 
     Green behaviour
@@ -110,6 +112,10 @@ class Socket(zmq.Socket):
         w = self._waiters
         if w.thread != get_ident():
             w.check_thread()
+        if track:
+            # tracked sends take the general path and return the green tracker
+            attempt = partial(_sugar_send, self, data, flags | _DONTWAIT, copy, True, routing_id, group)
+            return green_tracker(self._send_blocking(w, attempt, flags))
         if routing_id is None and group is None:
             if not w.writers:
                 # the common case, inlined: nobody waits ahead of us
@@ -175,7 +181,8 @@ class Socket(zmq.Socket):
         w = self._waiters
         if w.thread != get_ident():
             w.check_thread()
-        return self._send_blocking(w, _MultipartSend(self, parts, flags, copy, track), flags)
+        result = self._send_blocking(w, _MultipartSend(self, parts, flags, copy, track), flags)
+        return green_tracker(result) if track else result
 
     # -- receiving -----------------------------------------------------------------
 

@@ -41,7 +41,10 @@ def test_errors_constants_and_helpers_are_pyzmqs():
     assert greenzmq.ContextTerminated is plainzmq.ContextTerminated
     assert greenzmq.NotDone is plainzmq.NotDone
     assert greenzmq.error.ZMQError is plainzmq.error.ZMQError
-    assert greenzmq.Frame is plainzmq.Frame and greenzmq.MessageTracker is plainzmq.MessageTracker
+    assert greenzmq.Frame is plainzmq.Frame
+    # the green MessageTracker: wait() blocks only the greenlet
+    assert issubclass(greenzmq.MessageTracker, plainzmq.MessageTracker)
+    assert greenzmq.MessageTracker is not plainzmq.MessageTracker
     assert greenzmq.PUSH == plainzmq.PUSH and greenzmq.EVENTS == plainzmq.EVENTS
     assert greenzmq.has("curve") == plainzmq.has("curve")
     assert greenzmq.zmq_version_info() == plainzmq.zmq_version_info()
@@ -49,6 +52,14 @@ def test_errors_constants_and_helpers_are_pyzmqs():
     assert isinstance(greenzmq.greenzmq_version, str)
     public, secret = greenzmq.curve_keypair()
     assert len(public) == len(secret) == 40
+
+
+def test_greenzmq_submodules_win_over_pyzmqs():
+    import zmq.auth  # noqa: F401  (pyzmq's, imported first)
+
+    code = "import zmq.auth, greenzmq; print(greenzmq.auth.__name__, greenzmq.eventloop.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["greenzmq.auth", "greenzmq.eventloop"], out.stderr
 
 
 def test_pyzmq_submodules_reachable():

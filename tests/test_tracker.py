@@ -235,10 +235,6 @@ def test_hub_callback_wait_falls_back_to_blocking(ctx):
     assert result.get(timeout=WAKE_BOUND) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the core change in greenzmq/socket.py (send/send_multipart return green_tracker(...))",
-)
 def test_socket_send_track_returns_the_green_tracker(ctx, held):
     dealer, _ = held
     assert isinstance(dealer.send(b"x" * BIG, copy=False, track=True), MessageTracker)
