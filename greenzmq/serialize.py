@@ -51,8 +51,12 @@ MAX_ARRAY_DIMS = 64
 _ARRAY = "array"  # the codec name array errors carry
 
 
-class DeserializationError(ValueError):
+class DeserializationError(ValueError, pickle.UnpicklingError):
     """A received payload could not be decoded (or was refused) by codec :attr:`codec`.
+
+    A :class:`ValueError` (as pyzmq's JSON and UTF-8 errors are) and, so that
+    code written against pyzmq's ``recv_pyobj`` keeps matching, a
+    :class:`pickle.UnpicklingError`.
 
     The message was consumed: the socket stays usable and the next
     ``recv*`` gets the next message. The original exception, if any, is
