@@ -36,6 +36,7 @@ class sets ``zmq_context``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Union
@@ -43,11 +44,12 @@ from typing import Any, Union
 import gevent
 from locust import User
 from locust.exception import LocustError
+from locust.runners import WorkerRunner
 
 import greenzmq
 from greenzmq.context import Context
 
-__all__ = ["ZmqUser", "ZmqClient", "ZmqTimeout", "ZmqBadReply", "REQUEST_TYPE"]
+__all__ = ["ZmqUser", "ZmqClient", "ZmqTimeout", "ZmqBadReply", "REQUEST_TYPE", "write_totals_on_quit"]
 
 #: The ``request_type`` of every event fired, the "Type" column of locust's stats.
 REQUEST_TYPE = "ZMQ"
@@ -268,3 +270,29 @@ class ZmqUser(User):
         greenlet = super().start(group)
         greenlet.link(lambda _g: self.client.close())
         return greenlet
+
+
+def write_totals_on_quit(environment: Any, path: str) -> None:
+    """At locust's exit, write the run's final totals as JSON to ``path``.
+
+    ``{"requests": n, "failures": n, "rps": x, "exit_code": n}``, taken from
+    the aggregated stats when locust quits, in the process that holds them
+    (a standalone run or the master; workers, including ``--processes``
+    children, write nothing). Call it from an ``init`` listener. Locust's own
+    CSVs are rewritten once a second and not at exit, so they can miss the last
+    second; its ``--json-file`` is also written by each ``--processes`` child.
+    """
+
+    @environment.events.quit.add_listener
+    def _write_totals(exit_code: int, **_kwargs: Any) -> None:
+        if isinstance(environment.runner, WorkerRunner):
+            return
+        total = environment.runner.stats.total
+        totals = {
+            "requests": total.num_requests,
+            "failures": total.num_failures,
+            "rps": total.total_rps,
+            "exit_code": exit_code,
+        }
+        with open(path, "w") as f:
+            json.dump(totals, f)

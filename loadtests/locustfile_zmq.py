@@ -13,7 +13,7 @@ import itertools
 from locust import between, events, task
 
 import greenzmq
-from greenzmq.locust import ZmqUser
+from greenzmq.locust import ZmqUser, write_totals_on_quit
 
 #: ~1 request per second per user.
 WAIT = between(0.5, 1.5)
@@ -32,6 +32,13 @@ def _options(parser):
         include_in_web_ui=True,
         help="fail a request whose reply is not its payload",
     )
+    parser.add_argument("--totals-json", default="", help="write the final totals (JSON) here at exit")
+
+
+@events.init.add_listener
+def _totals(environment, **_kwargs):
+    if environment.parsed_options is not None and environment.parsed_options.totals_json:
+        write_totals_on_quit(environment, environment.parsed_options.totals_json)
 
 
 def _validator(user, expected):

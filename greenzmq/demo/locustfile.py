@@ -12,14 +12,12 @@ give to every user class alike). ``--http-url ''`` leaves the HTTP users out.
 from __future__ import annotations
 
 import itertools
-import json
 
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
-from locust.runners import WorkerRunner
 
 import greenzmq
-from greenzmq.locust import ZmqUser
+from greenzmq.locust import ZmqUser, write_totals_on_quit
 
 #: Each user waits 0.5-1.5 s between requests: ~1 request/s per user, so a few hundred users
 #: make a few hundred requests per second, well within one locust process on a shared machine.
@@ -62,21 +60,7 @@ def _hosts(environment, **_kwargs):
     if not options.http_url:
         environment.user_classes = [c for c in environment.user_classes if c is not HttpFrontUser]
     if options.totals_json:
-
-        @environment.events.quit.add_listener
-        def _write_totals(exit_code, **_kw):
-            # Workers hold only their share; the master (or a standalone run) holds the aggregate.
-            if isinstance(environment.runner, WorkerRunner):
-                return
-            total = environment.runner.stats.total
-            totals = {
-                "requests": total.num_requests,
-                "failures": total.num_failures,
-                "rps": total.total_rps,
-                "exit_code": exit_code,
-            }
-            with open(options.totals_json, "w") as f:
-                json.dump(totals, f)
+        write_totals_on_quit(environment, options.totals_json)
 
 
 def _payload() -> bytes:
