@@ -115,7 +115,7 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         if track:
             # tracked sends take the general path and return the green tracker
             attempt = partial(_sugar_send, self, data, flags | _DONTWAIT, copy, True, routing_id, group)
-            return green_tracker(self._send_blocking(w, attempt, flags))
+            return green_tracker(self._blocking(w, w.writers, _SNDTIMEO, attempt, flags))
         if routing_id is None and group is None:
             if not w.writers:
                 # the common case, inlined: nobody waits ahead of us
@@ -136,14 +136,15 @@ class Socket(SerializingSocketMixin, zmq.Socket):
             attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
         else:
             attempt = partial(_sugar_send, self, data, flags | _DONTWAIT, copy, track, routing_id, group)
-        return self._send_blocking(w, attempt, flags)
+        return self._blocking(w, w.writers, _SNDTIMEO, attempt, flags)
 
-    def _send_blocking(self, w: Waiters, attempt: Any, flags: int) -> Any:
-        """The common slow path of every send call."""
-        if w.writers:
+    def _blocking(self, w: Waiters, queue: Any, timeo_option: int, attempt: Any, flags: int) -> Any:
+        """The slow path of every send and receive call, for one direction's queue."""
+        if queue and not (queue is w.readers and _raw_get(self, _RCVMORE)):
+            # others wait first (unless this is the rest of a message being received)
             if flags & _DONTWAIT:
                 raise _again()
-            return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO), check=False)
+            return w.wait(self, queue, attempt, _raw_get(self, timeo_option), check=False)
         try:
             result = attempt()
         except zmq.Again:
@@ -151,10 +152,10 @@ class Socket(SerializingSocketMixin, zmq.Socket):
                 w.schedule(self)
             if flags & _DONTWAIT:
                 raise
-            return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO), check=False)
+            return w.wait(self, queue, attempt, _raw_get(self, timeo_option), check=False)
         if result is PARTIAL:
-            # stalled mid-message: finish it ahead of everybody else
-            return w.wait(self, w.writers, attempt, -1, front=True)
+            # a multipart send stalled mid-message: finish it ahead of everybody else
+            return w.wait(self, queue, attempt, -1, front=True)
         if w.armed:
             w.schedule(self)
         return result
@@ -181,29 +182,10 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         w = self._waiters
         if w.thread != get_ident():
             w.check_thread()
-        result = self._send_blocking(w, _MultipartSend(self, parts, flags, copy, track), flags)
+        result = self._blocking(w, w.writers, _SNDTIMEO, _MultipartSend(self, parts, flags, copy, track), flags)
         return green_tracker(result) if track else result
 
     # -- receiving -----------------------------------------------------------------
-
-    def _recv_blocking(self, w: Waiters, attempt: Any, flags: int) -> Any:
-        """The common slow path of every receive call."""
-        if w.readers and not _raw_get(self, _RCVMORE):
-            # others wait first (unless this is the rest of a message in progress)
-            if flags & _DONTWAIT:
-                raise _again()
-            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO), check=False)
-        try:
-            result = attempt()
-        except zmq.Again:
-            if w.armed:
-                w.schedule(self)
-            if flags & _DONTWAIT:
-                raise
-            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO), check=False)
-        if w.armed:
-            w.schedule(self)
-        return result
 
     def recv(self, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
         """Receive one frame, blocking only this greenlet until one arrives.
@@ -232,7 +214,7 @@ class Socket(SerializingSocketMixin, zmq.Socket):
             attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
             return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO), check=False)
         attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
-        return self._recv_blocking(w, attempt, flags)
+        return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
 
     def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
         """Receive a whole multipart message, blocking only this greenlet.
@@ -244,7 +226,9 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         w = self._waiters
         if w.thread != get_ident():
             w.check_thread()
-        return self._recv_blocking(w, partial(_recv_message, self, flags | _DONTWAIT, copy, track), flags)
+        return self._blocking(
+            w, w.readers, _RCVTIMEO, partial(_recv_message, self, flags | _DONTWAIT, copy, track), flags
+        )
 
     def recv_into(self, buffer: Any, /, *, nbytes: int = 0, flags: int = 0) -> int:
         """Receive one frame into ``buffer``, blocking only this greenlet.
@@ -256,7 +240,7 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         if w.thread != get_ident():
             w.check_thread()
         attempt = partial(_raw_recv_into, self, buffer, nbytes=nbytes, flags=flags | _DONTWAIT)
-        return self._recv_blocking(w, attempt, flags)
+        return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
 
     # -- RADIO/DISH groups ----------------------------------------------------------
 
