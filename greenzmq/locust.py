@@ -280,7 +280,7 @@ def write_totals_on_quit(environment: Any, path: str) -> None:
     (a standalone run or the master; workers, including ``--processes``
     children, write nothing). Call it from an ``init`` listener. Locust's own
     CSVs are rewritten once a second and not at exit, so they can miss the last
-    second; its ``--json-file`` is also written by each ``--processes`` child.
+    second; its ``--json-file`` is exact but replaces the printed stats table.
     """
 
     @environment.events.quit.add_listener

@@ -7,6 +7,7 @@ In-process tests use the test's green context; the CLI tests run
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
 import signal
@@ -248,3 +249,16 @@ def test_cli_rejects_bad_arguments():
         timeout=PROC_BOUND,
     )
     assert result.returncode == 2 and "--workers must be >= 1" in result.stderr
+
+
+def test_example_gevent_server_over_greenzmq_self_test():
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    run = subprocess.run(
+        [sys.executable, os.path.join(example, "gevent_server_over_greenzmq.py"), "--self-test"],
+        capture_output=True,
+        text=True,
+        timeout=PROC_BOUND,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("20 replies") and run.stdout.rstrip().endswith("ok")
+    assert "Traceback" not in run.stderr
