@@ -298,20 +298,25 @@ class _Engine:
 
     def run(self) -> int:
         relays, touched = self.relays, self.touched
-        while True:
-            if self.control is not None:
-                self._obey()
-                if self.state is _TERMINATED:
-                    return 0
-            moved = 0
-            if self.state is _ACTIVE:
-                for relay in relays:
-                    moved += relay.pump(BURST)
-            _reschedule(touched)
-            if moved:
-                self._yield()
-            else:
-                self._wait()
+        try:
+            while True:
+                if self.control is not None:
+                    self._obey()
+                    if self.state is _TERMINATED:
+                        return 0
+                moved = 0
+                if self.state is _ACTIVE:
+                    for relay in relays:
+                        moved += relay.pump(BURST)
+                _reschedule(touched)
+                if moved:
+                    self._yield()
+                else:
+                    self._wait()
+        finally:
+            if self._timer is not None:
+                self._timer.close()
+            _reschedule(touched)  # an error may have left an fd edge consumed
 
     def _yield(self) -> None:
         # Let the whole loop run once (io and timers included) before the next
