@@ -392,7 +392,8 @@ class Waiters:
         A listener is one-shot: it is removed before it is called. It must not
         block, and it must ignore a call that comes after its owner stopped
         waiting. ``callback(0)`` means the socket was closed or its context
-        terminated. ``check=False`` skips the ``EVENTS`` check after the watch
+        terminated; every listener gets that call, so ``mask=0`` listens for
+        close and termination alone (a paused device does). ``check=False`` skips the ``EVENTS`` check after the watch
         starts, for a caller that has just read ``EVENTS`` itself without
         yielding since (the poller, right after ``zmq_poll``).
         """

@@ -62,6 +62,15 @@ def test_greenzmq_submodules_win_over_pyzmqs():
     assert out.stdout.split() == ["greenzmq.auth", "greenzmq.eventloop"], out.stderr
 
 
+def test_devices_module_is_green():
+    import zmq.devices
+
+    from greenzmq import devices
+
+    assert set(zmq.devices.__all__) <= set(devices.__all__)
+    assert devices.Proxy is importlib.import_module("greenzmq.device").GreenProxy
+
+
 def test_pyzmq_submodules_reachable():
     assert greenzmq.utils is plainzmq.utils
     assert greenzmq.constants is plainzmq.constants
