@@ -76,7 +76,7 @@ def targets(all_cases: list[Case]) -> list[Target]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reps", type=int, default=5, help="repetitions per competitor (default 5)")
+    p.add_argument("--reps", type=int, default=7, help="repetitions per competitor (default 7)")
     p.add_argument("--messages", type=int, default=100_000, help="PUSH→PULL messages per run")
     p.add_argument("--round-trips", type=int, default=5_000, help="REQ/REP round trips per run")
     p.add_argument("--clients", type=int, default=100, help="concurrent DEALER clients in fan-in")

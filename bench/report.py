@@ -179,7 +179,8 @@ def targets_table(targets: list[Target], results: dict[str, dict[str, Outcome]])
             lines.append(f"| {t.label} | – | not measured |")
             continue
         ok = value >= t.threshold if t.kind in ("ratio_min", "min") else value <= t.threshold
-        shown = f"{value:.2f}" if t.kind in ("min", "max") else f"{value:.2f}×"
+        # three decimals: 0.947 must not read as a missed "0.95"
+        shown = f"{value:.3f}" if t.kind in ("min", "max") else f"{value:.3f}×"
         lines.append(f"| {t.label} | {shown} | {'met' if ok else '**MISSED**'} |")
     return "\n".join(lines)
 

@@ -161,7 +161,21 @@ def test_targets_table_says_met_and_missed():
         ],
         results,
     )
-    assert "| fast | 0.90× | met |" in table
-    assert "| faster | 0.90× | **MISSED** |" in table
-    assert "| cool | 0.50 | met |" in table
+    assert "| fast | 0.900× | met |" in table
+    assert "| faster | 0.900× | **MISSED** |" in table
+    assert "| cool | 0.500 | met |" in table
     assert "absent" not in table
+
+
+@pytest.mark.timeout(CLI_BOUND + 10)
+def test_wait_cost_prints_its_breakdown():
+    proc = _run(["bench/wait_cost.py", "--n", "200", "--reps", "1"])
+    assert proc.returncode == 0, proc.stderr
+    for row in (
+        "| greenzmq round trip |",
+        "| gevent hub round trip (pipe floor / 2) |",
+        "| getsockopt(EVENTS) |",
+    ):
+        assert row in proc.stdout
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(row))
+        assert re.search(r"\| -?[\d,]+ \|$", line), line
