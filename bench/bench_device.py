@@ -11,7 +11,7 @@ a PUSH backend on tcp://127.0.0.1; a producer process (plain pyzmq PUSH) sends
 first to the last. The kinds:
 
 * ``greenzmq``: :func:`greenzmq.proxy` in a greenlet;
-* ``greenzmq-bg``: :class:`greenzmq.device.GreenDevice` (the same engine, background API);
+* ``greenzmq-bg``: :class:`greenzmq.devices.GreenDevice` (the same engine, background API);
 * ``steerable``: :func:`greenzmq.proxy_steerable` with a control socket (counts statistics);
 * ``monitored``: :func:`greenzmq.device.monitored_queue` copying to a PUB monitor;
 * ``zmq.green``: pyzmq's ``zmq.green.device`` in a greenlet;
@@ -174,7 +174,7 @@ def _greenzmq(count: int, size: int) -> dict[str, float]:
 
 def _greenzmq_bg(count: int, size: int) -> dict[str, float]:
     import greenzmq
-    from greenzmq.device import GreenDevice
+    from greenzmq.devices import GreenDevice
 
     def start(ctx: Any) -> tuple[int, int, Any]:
         dev = GreenDevice(greenzmq.QUEUE, greenzmq.PULL, greenzmq.PUSH, context=ctx)

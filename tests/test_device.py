@@ -17,8 +17,8 @@ import zmq as plainzmq
 from conftest import WAKE_BOUND, inproc_endpoint
 
 import greenzmq as zmq
-from greenzmq.device import (
-    BURST,
+from greenzmq.device import BURST
+from greenzmq.devices import (
     GreenDevice,
     GreenMonitoredQueue,
     GreenProxy,
@@ -596,7 +596,7 @@ def test_thread_device_forwards_and_stops(ctx):
 MONKEY_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import gevent, greenzmq as zmq
-from greenzmq.device import ThreadDevice
+from greenzmq.devices import ThreadDevice
 dev = ThreadDevice(zmq.QUEUE, zmq.PULL, zmq.PUSH)
 fport = dev.bind_in_to_random_port("tcp://127.0.0.1")
 bport = dev.bind_out_to_random_port("tcp://127.0.0.1")
