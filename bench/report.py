@@ -62,7 +62,9 @@ def _ratio_cell(value: float | None) -> str:
 
 def _failure_cell(outcome: Outcome) -> str:
     error = outcome.error or "no run"
-    return "n/a" if error == "n/a" else f"failed: {error[:80]}"
+    if error == "n/a" or error.startswith("unavailable"):
+        return error[:80]
+    return f"failed: {error[:80]}"
 
 
 def rate_table(

@@ -23,21 +23,8 @@ from bench.report import Target, paired_ratio, summary, targets_table  # noqa: E
 #: Bound on one CLI smoke run (a few seconds normally; generous for a loaded CI box).
 CLI_BOUND = 150
 
-TINY_SUITE = [
-    "--reps", "1",
-    "--small-messages", "300",
-    "--large-messages", "20",
-    "--round-trips", "30",
-    "--clients", "4",
-    "--requests", "3",
-    "--tasks", "40",
-    "--sockets", "4",
-    "--shared-round-trips", "80",
-    "--idle-sockets", "20",
-    "--idle-seconds", "0.05",
-    "--timeout", "60",
-    "--quiet",
-]  # fmt: skip
+#: The suite's own smoke mode (issue 8: "--quick ... runs in CI as a smoke test").
+QUICK_SUITE = ["--quick", "--timeout", "60", "--quiet"]
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
@@ -79,7 +66,7 @@ def test_bench_core_prints_three_tables_with_numbers_for_every_competitor():
 
 @pytest.mark.timeout(CLI_BOUND + 10)
 def test_suite_runs_every_workload_and_writes_report_json_and_chart(tmp_path):
-    proc = _run(["-m", "bench", *TINY_SUITE, "--out", str(tmp_path)])
+    proc = _run(["-m", "bench", *QUICK_SUITE, "--out", str(tmp_path)])
     assert proc.returncode == 0, proc.stderr
     report = (tmp_path / "report.md").read_text()
     assert report.strip() in proc.stdout
