@@ -16,6 +16,7 @@ Arguments after ``--`` go to locust unchanged (``-- --processes 2``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -131,6 +132,8 @@ def _stop_service(service: subprocess.Popen) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if importlib.util.find_spec("locust") is None:
+        p.error("locust is not installed: pip install 'greenzmq[load]' (or pip install locust)")
     try:
         run_s = parse_seconds(args.run_time)
     except ValueError as e:

@@ -19,6 +19,8 @@ from locust.contrib.fasthttp import FastHttpUser
 import greenzmq
 from greenzmq.locust import ZmqUser, write_totals_on_quit
 
+__all__ = ["ZmqReqUser", "ZmqDealerUser", "HttpFrontUser"]
+
 #: Each user waits 0.5-1.5 s between requests: ~1 request/s per user, so a few hundred users
 #: make a few hundred requests per second, well within one locust process on a shared machine.
 WAIT = between(0.5, 1.5)
