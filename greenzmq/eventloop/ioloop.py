@@ -316,7 +316,15 @@ class IOLoop:
             self._wake()
 
     def _wake(self) -> None:
-        if self._sleeping and not self._wake_pending:
+        """Resume the runner parked in :meth:`start`: at once when called from
+        the hub (which is what the runner parked in), else from a hub callback
+        (switching from another greenlet would strand that greenlet)."""
+        if not self._sleeping:
+            return
+        if getcurrent() is self._hub:
+            self._sleeping = False
+            self._runner.switch()
+        elif not self._wake_pending:
             self._wake_pending = True
             self._hub_loop.run_callback(self._switch_to_runner)
 
@@ -400,8 +408,9 @@ class IOLoop:
             if timeout.cancelled:
                 self._cancellations = max(0, self._cancellations - 1)
             else:
-                self._post(timeout._run, (), None)
+                self._callbacks.append((timeout._run, (), None))
         self._arm_timer()
+        self._wake()
 
     # -- handlers -------------------------------------------------------------------------
 

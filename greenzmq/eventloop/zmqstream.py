@@ -20,17 +20,22 @@ from typing import Any, Callable
 import zmq
 from gevent import Timeout as _GeventTimeout
 from gevent import getcurrent
+from zmq.backend import Socket as _RawSocket
 from zmq.utils import jsonapi
 
 from greenzmq.eventloop.ioloop import IOLoop
 from greenzmq.socket import Socket as _GreenSocket
 from greenzmq.socket import _checked_parts
 
+_raw_get = _RawSocket.get
+_raw_recv = _RawSocket.recv
+
 __all__ = ["ZMQStream"]
 
 logger = logging.getLogger("greenzmq.eventloop")
 
 _DONTWAIT = int(zmq.DONTWAIT)
+_RCVMORE = int(zmq.RCVMORE)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _READ = IOLoop.READ
@@ -90,6 +95,7 @@ class ZMQStream:
         self._send_callback: SendCallback | None = None
         self._close_callback: Callable[[], Any] | None = None
         self._state = 0
+        self._handling = False  # inside _handle_events: state rebuilt once at its end
         self.io_loop.add_handler(socket, self._handle_events, 0)
         # shortcuts, as pyzmq's stream has them
         self.bind = socket.bind
@@ -195,7 +201,12 @@ class ZMQStream:
         **kwargs: Any,
     ) -> None:
         """Queue a one-frame message (see :meth:`send_multipart`)."""
-        self.send_multipart([msg], flags=flags, copy=copy, track=track, callback=callback, **kwargs)
+        if self.socket is None or kwargs or type(msg) is not bytes:
+            self.send_multipart([msg], flags=flags, copy=copy, track=track, callback=callback, **kwargs)
+            return
+        self._send_queue.append(([msg], flags & ~_DONTWAIT, copy, track, callback))
+        if not self._state & _WRITE:
+            self._rebuild_state()
 
     def send_string(
         self,
@@ -253,8 +264,8 @@ class ZMQStream:
             raise OSError("Stream is closed")
 
     def _rebuild_state(self) -> None:
-        if self.socket is None:
-            return
+        if self.socket is None or self._handling:
+            return  # _handle_events rebuilds once at its end
         state = (_READ if self._recv_callback is not None else 0) | (_WRITE if self._send_queue else 0)
         if state != self._state:
             self._state = state
@@ -268,56 +279,98 @@ class ZMQStream:
         if events & _ERROR:
             self.close()
             return
-        if events & _READ:
-            self._handle_recv(MAX_MESSAGES_PER_EVENT)
-        # also when not reported writable: replies queued by the receive
-        # callbacks usually fit right away, which saves a trip through the hub
-        if self._send_queue and self.socket is not None:
-            self._handle_send(MAX_MESSAGES_PER_EVENT)
+        self._handling = True
+        try:
+            if events & _READ:
+                self._handle_recv(MAX_MESSAGES_PER_EVENT)
+            # also when not reported writable: replies queued by the receive
+            # callbacks usually fit right away, which saves a trip through the hub
+            if self._send_queue and self.socket is not None:
+                self._handle_send(MAX_MESSAGES_PER_EVENT)
+        finally:
+            self._handling = False
         self._rebuild_state()
 
     def _recv_one(self) -> list | None:
         """One message, or None when there is none (or the socket failed: then closed)."""
+        sock = self.socket
+        copy = self._recv_copy
         try:
-            return self.socket.recv_multipart(_DONTWAIT, copy=self._recv_copy)
+            msg = [sock.recv(_DONTWAIT, copy)]  # the green fast path: keeps the waiter's rule
         except zmq.ZMQError as exc:
-            if exc.errno in _NOT_NOW:
-                return None
-            if isinstance(exc, zmq.ContextTerminated) or exc.errno == zmq.ENOTSOCK:
-                logger.warning("%r: recv failed (%s); closing the stream", self, exc)
-                self.close()
-            else:
-                logger.error("%r: recv failed: %s", self, exc)
+            self._recv_failed(exc)
             return None
+        # libzmq delivers a multipart message whole: the rest is already here
+        while _raw_get(sock, _RCVMORE):
+            msg.append(_raw_recv(sock, _DONTWAIT, copy, False))
+        return msg
+
+    def _recv_failed(self, exc: zmq.ZMQError) -> None:
+        if exc.errno in _NOT_NOW:
+            return
+        if isinstance(exc, zmq.ContextTerminated) or exc.errno == zmq.ENOTSOCK:
+            logger.warning("%r: recv failed (%s); closing the stream", self, exc)
+            self.close()
+        else:
+            logger.error("%r: recv failed: %s", self, exc)
 
     def _handle_recv(self, limit: int) -> int:
         count = 0
-        while count < limit and self._recv_callback is not None and self.socket is not None:
-            msg = self._recv_one()
+        recv_one = self._recv_one
+        while count < limit:
+            callback = self._recv_callback
+            if callback is None or self.socket is None:
+                break
+            msg = recv_one()
             if msg is None:
                 break
             count += 1
-            self._run_callback(self._recv_callback, msg)
+            try:
+                callback(msg)
+            except Exception:
+                self._callback_failed(callback)
+            if count == 1 and self.socket is not None:
+                # Often there was just the one (always on REQ/REP): one EVENTS
+                # reading is far cheaper than the failing recv that would
+                # tell. After that, drain until EAGAIN. Stopping early loses
+                # nothing: the handler is re-armed with a fresh EVENTS check.
+                try:
+                    if not self.socket.get(zmq.EVENTS) & _POLLIN:
+                        break
+                except zmq.ZMQError as exc:
+                    self._recv_failed(exc)
+                    break
         return count
 
-    def _send_one(self) -> bool:
-        """Send the head of the queue; False if the socket would block (or failed: then closed)."""
-        parts, flags, copy, track, callback = self._send_queue[0]
-        try:
-            status = self.socket.send_multipart(parts, flags | _DONTWAIT, copy=copy, track=track)
-        except zmq.Again:
-            return False
-        except zmq.ZMQError as exc:
-            if isinstance(exc, zmq.ContextTerminated) or exc.errno == zmq.ENOTSOCK:
-                logger.warning("%r: send failed (%s); closing the stream", self, exc)
-                self.close()
-                return False
-            # refused for this message only (EHOSTUNREACH, EFSM, ...): report, go on
-            logger.error("%r: send failed: %s", self, exc)
-            status = exc
-        self._send_queue.popleft()
-        self._sent(parts, status, callback)
-        return True
+    def _handle_send(self, limit: int) -> int:
+        """Send the queue, in order, until the socket would block; return how many."""
+        queue = self._send_queue
+        sock = self.socket
+        count = 0
+        while queue and count < limit:
+            parts, flags, copy, track, callback = queue[0]
+            try:
+                if len(parts) == 1:
+                    status = sock.send(parts[0], flags | _DONTWAIT, copy, track)
+                else:
+                    status = sock.send_multipart(parts, flags | _DONTWAIT, copy=copy, track=track)
+            except zmq.Again:
+                break
+            except zmq.ZMQError as exc:
+                if isinstance(exc, zmq.ContextTerminated) or exc.errno == zmq.ENOTSOCK:
+                    logger.warning("%r: send failed (%s); closing the stream", self, exc)
+                    self.close()
+                    break
+                # refused for this message only (EHOSTUNREACH, EFSM, ...): report, go on
+                logger.error("%r: send failed: %s", self, exc)
+                status = exc
+            queue.popleft()
+            count += 1
+            if callback is not None or self._send_callback is not None:
+                self._sent(parts, status, callback)
+                if self.socket is not sock:  # a callback closed the stream
+                    break
+        return count
 
     def _sent(self, parts: list, status: Any, callback: SendCallback | None) -> None:
         if callback is not None:
@@ -325,19 +378,14 @@ class ZMQStream:
         if self._send_callback is not None and self._send_callback is not callback:
             self._run_callback(self._send_callback, parts, status)
 
-    def _handle_send(self, limit: int) -> int:
-        count = 0
-        while count < limit and self._send_queue and self.socket is not None:
-            if not self._send_one():
-                break
-            count += 1
-        return count
-
     def _run_callback(self, callback: Callable, *args: Any) -> None:
         try:
             callback(*args)
         except Exception:
-            logger.error("Uncaught exception in ZMQStream callback %r", callback, exc_info=True)
+            self._callback_failed(callback)
+
+    def _callback_failed(self, callback: Callable) -> None:
+        logger.error("Uncaught exception in ZMQStream callback %r", callback, exc_info=True)
 
     # -- flush and close -----------------------------------------------------------------
 
@@ -375,7 +423,7 @@ class ZMQStream:
                 and self.socket is not None
                 and (limit is None or count < limit)
             ):
-                if self._send_one():
+                if self._handle_send(1):
                     progress = True
                     count += 1
             if not progress:
