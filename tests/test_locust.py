@@ -394,6 +394,40 @@ def test_demo_exits_nonzero_when_requests_fail(tmp_path):
     assert totals["failures"] > 0
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_demo_interrupted_stops_everything_and_still_reports(tmp_path, signum):
+    report = tmp_path / "r"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "greenzmq.demo", "-u", "10", "-t", "60", "--report-dir", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + PROC_BOUND
+        seen = ""
+        while "All users spawned" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([demo.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            line = demo.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "All users spawned" in seen, seen
+        demo.send_signal(signum)
+        out, _ = demo.communicate(timeout=PROC_BOUND)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    assert demo.returncode == 130, out
+    assert "greenzmq demo: INTERRUPTED" in out and "greenzmq service: stopped" in out
+    assert (report / "report.html").stat().st_size > 0
+    assert json.loads((report / "totals.json").read_text())["failures"] == 0
+
+
 def test_demo_rejects_bad_arguments():
     run = subprocess.run(
         [sys.executable, "-m", "greenzmq.demo", "-t", "soon"],

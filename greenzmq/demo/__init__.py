@@ -8,7 +8,9 @@ stops the service with SIGTERM, and exits:
 
 * 0 if requests were made and none failed, and the service stopped cleanly;
 * 1 if any request failed, no request was made, or locust or the service failed;
-* 2 on bad arguments.
+* 2 on bad arguments;
+* 130 if interrupted (Ctrl-C or SIGTERM): locust is stopped with SIGINT and
+  still prints its stats and writes its reports, and the service is stopped.
 
 Arguments after ``--`` go to locust unchanged (``-- --processes 2``).
 """
@@ -44,6 +46,8 @@ LOCUST_STOP_TIMEOUT = 6
 #: Seconds the service gets to drain and exit after SIGTERM.
 SERVICE_STOP_TIMEOUT = 15.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: The shell's convention for "ended by SIGINT" (128 + 2).
+EXIT_INTERRUPTED = 130
 _BANNER = re.compile(r"zmq (?P<zmq>tcp://\S+) http (?P<http>\S+)")
 _TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -105,9 +109,14 @@ def _start_service(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str
     cmd += ["--workers", str(args.workers), "--work-ms", str(args.work_ms)]
     if args.no_http:
         cmd.append("--no-http")
-    service = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([service.stdout], [], [], SERVICE_START_TIMEOUT)
-    line = service.stdout.readline() if ready else ""
+    service = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ready, _, _ = select.select([service.stdout], [], [], SERVICE_START_TIMEOUT)
+        line = service.stdout.readline() if ready else ""
+    except BaseException:
+        service.kill()
+        service.wait()
+        raise
     m = _BANNER.search(line)
     if m is None:
         service.kill()
@@ -115,6 +124,27 @@ def _start_service(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str
         raise RuntimeError(f"the service did not start (output {line!r}, exit code {service.returncode})")
     print(line.rstrip(), flush=True)
     return service, m["zmq"], m["http"]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _default_sigint() -> None:
+    # In locust's child process: a SIGINT ignored by our parent (a background job) must not stay
+    # ignored in locust, which is stopped with SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int:
+    """proc's exit status; killed (and EXIT_FAILED) if it runs past ``timeout`` seconds."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"greenzmq demo: {proc.args[2]} did not finish in time; killed", flush=True)
+        proc.kill()
+        proc.wait()
+        return EXIT_FAILED
 
 
 def _stop_service(service: subprocess.Popen) -> int:
@@ -144,20 +174,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     html = args.html or os.path.join(args.report_dir, "report.html")
     csv_prefix = args.csv or os.path.join(args.report_dir, "stats")
     totals_json = os.path.join(args.report_dir, "totals.json")
-    if os.path.exists(totals_json):
-        os.remove(totals_json)
+    for stale in (totals_json, html):  # so that a run which fails to write them cannot pass off old ones
+        if os.path.exists(stale):
+            os.remove(stale)
+    # Ctrl-C reaches only this process (the children run in sessions of their own), and SIGTERM
+    # is handled like it: locust is then asked to stop (it still prints and writes its reports),
+    # and the service is always stopped, so nothing is left running.
+    signal.signal(signal.SIGTERM, _interrupt)
     service, zmq_endpoint, http_url = _start_service(args)
     locust_rc = service_rc = EXIT_FAILED
+    interrupted = False
     try:
         cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--only-summary"]
         cmd += ["-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{run_s}s"]
         cmd += ["--stop-timeout", str(LOCUST_STOP_TIMEOUT), "--exit-code-on-error", str(EXIT_FAILED)]
         cmd += ["--zmq-endpoint", zmq_endpoint, "--http-url", "" if args.no_http else http_url]
         cmd += ["--csv", csv_prefix, "--html", html, "--totals-json", totals_json, *args.locust_args]
+        locust = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_default_sigint)
         try:
-            locust_rc = subprocess.run(cmd, timeout=run_s + LOCUST_GRACE).returncode
-        except subprocess.TimeoutExpired:
-            print("greenzmq demo: locust did not finish in time", flush=True)
+            locust_rc = _wait(locust, run_s + LOCUST_GRACE)
+        except KeyboardInterrupt:
+            interrupted = True
+            print("greenzmq demo: interrupted, stopping locust", flush=True)
+            # SIGINT, not SIGTERM: on SIGINT locust still writes its HTML report.
+            locust.send_signal(signal.SIGINT)
+            locust_rc = _wait(locust, LOCUST_GRACE)
     finally:
         service_rc = _stop_service(service)
     try:
@@ -165,11 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"greenzmq demo: FAILED, no stats ({e})", flush=True)
         return EXIT_FAILED
-    ok = requests > 0 and failures == 0 and locust_rc == 0 and service_rc == 0
-    verdict = "OK" if ok else "FAILED"
+    ok = requests > 0 and failures == 0 and locust_rc == 0 and service_rc == 0 and not interrupted
+    verdict = "INTERRUPTED" if interrupted else "OK" if ok else "FAILED"
     print(
         f"greenzmq demo: {verdict}: {requests} requests, {failures} failures, {rps:.0f} req/s; "
         f"locust exit {locust_rc}, service exit {service_rc}; report {html}, CSVs {csv_prefix}_*.csv",
         flush=True,
     )
-    return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK if ok else EXIT_FAILED
