@@ -149,7 +149,8 @@ class Progress:
         if self.quiet:
             return
         elapsed = time.monotonic() - self.t0
-        line = f"[{self.done:3d}/{self.total}] {elapsed:5.0f}s  {text}"
+        left = elapsed / self.done * (self.total - self.done)
+        line = f"[{self.done:3d}/{self.total}] {elapsed:4.0f}s, ~{left:3.0f}s left  {text}"
         if self.tty:
             self.stream.write("\r\033[K" + line)
         else:
