@@ -510,3 +510,55 @@ def test_pywsgi_server_greenlets_and_a_stream_in_one_process(loop, ctx, spawn):
         assert ticks == list(range(10))
     finally:
         server.stop(timeout=1)
+
+
+_MONKEY_PATCHED = """
+from gevent import monkey
+monkey.patch_all()
+import threading, urllib.request
+import greenzmq as zmq
+from gevent.pywsgi import WSGIServer
+from greenzmq.eventloop import IOLoop, ZMQStream
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"patched ok"]
+
+server = WSGIServer(("127.0.0.1", 0), app, log=None)
+server.start()
+ctx = zmq.Context()
+loop = IOLoop.current()
+rep = ctx.socket(zmq.REP)
+port = rep.bind_to_random_port("tcp://127.0.0.1")
+ZMQStream(rep).on_recv_stream(lambda s, m: s.send_multipart(m))
+req = ZMQStream(ctx.socket(zmq.REQ))
+req.connect("tcp://127.0.0.1:%d" % port)
+out = {}
+
+def on_reply(msg):
+    out["zmq"] = msg
+    # urllib over the patched socket module, from a (green) thread
+    def fetch():
+        body = urllib.request.urlopen("http://127.0.0.1:%d/" % server.server_port, timeout=10).read()
+        loop.add_callback(lambda: (out.__setitem__("http", body), loop.stop()))
+    threading.Thread(target=fetch).start()
+
+req.on_recv(on_reply)
+req.send(b"ping")
+loop.call_later(20, loop.stop)
+loop.start()
+print(out)
+assert out == {"zmq": [b"ping"], "http": b"patched ok"}, out
+server.stop()
+ctx.destroy(linger=0)
+print("OK")
+"""
+
+
+def test_works_monkey_patched(python_exe):
+    """After gevent.monkey.patch_all(): stream, pywsgi, urllib and (green) threads together."""
+    proc = gevent.subprocess.run(
+        [python_exe, "-c", _MONKEY_PATCHED], capture_output=True, text=True, timeout=50
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("OK")
