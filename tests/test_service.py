@@ -6,6 +6,7 @@ In-process tests use the test's green context; the CLI tests run
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -155,6 +157,39 @@ def test_echo_handler_sleeps_green():
     assert time.monotonic() - start < WAKE_BOUND  # ten 50 ms sleeps overlapped
 
 
+def _http_in_thread(url, data=None):
+    """urllib in a real OS thread (gevent's threadpool): the in-process server's hub stays free
+    whether or not this test process is monkey-patched."""
+
+    def call():
+        try:
+            with urllib.request.urlopen(url, data=data, timeout=PROC_BOUND) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    return gevent.get_hub().threadpool.spawn(call).get(timeout=PROC_BOUND)
+
+
+def test_http_front_answers_504_when_workers_are_too_slow_and_502_on_handler_error(ctx, service):
+    release = Event()
+
+    def handler(frames):
+        if frames == [b"slow"]:
+            release.wait()
+        if frames == [b"boom"]:
+            raise RuntimeError("boom")
+        return frames
+
+    svc = service(http_port=0, workers=2, handler=handler, request_timeout=0.2)
+    assert _http_in_thread(svc.http_url + "/", b"slow") == (504, b"no reply from the workers")
+    status, body = _http_in_thread(svc.http_url + "/", b"boom")
+    assert status == 502 and body.startswith(ERROR_PREFIX + b"RuntimeError")
+    release.set()  # the late reply to "slow" is dropped, not given to the next request
+    assert _http_in_thread(svc.http_url + "/", b"next") == (200, b"next")
+    assert _http_in_thread(svc.http_url + "/healthz") == (200, b"ok")
+
+
 # ------------------------------------------------------------- the real CLI
 
 
@@ -227,6 +262,23 @@ def test_signal_stops_cleanly_after_answering_accepted_requests(ctx, service_pro
     out, _ = proc.communicate(timeout=PROC_BOUND)
     assert proc.returncode == 0
     assert "stopped" in out and "'in_flight': 0" in out and f"'replied': {n}" in out
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_with_an_idle_keepalive_connection_exits_promptly(service_proc):
+    proc, _zmq, url = service_proc()
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=PROC_BOUND)
+    try:
+        conn.request("POST", "/echo", body=b"keep me open")
+        assert conn.getresponse().read() == b"keep me open"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=PROC_BOUND)
+        assert proc.returncode == 0
+        assert time.monotonic() - start < WAKE_BOUND * 3  # not the 5 s stop timeout
+    finally:
+        conn.close()
 
 
 @pytest.mark.timeout(60)
