@@ -14,7 +14,16 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from bench.workloads import SETTLE_SECONDS, Sockets, Stopwatch, bind_endpoint, cpu_seconds, now, rss_bytes
+from bench.workloads import (
+    SETTLE_SECONDS,
+    ExternalPeer,
+    Sockets,
+    Stopwatch,
+    bind_endpoint,
+    cpu_seconds,
+    now,
+    rss_bytes,
+)
 
 __all__ = ["WORKLOADS"]
 
@@ -70,6 +79,26 @@ async def _req_rep(n: int, size: int, transport: str) -> dict[str, float]:
         metrics = clock.result(n)
     finally:
         socket.close()
+    return metrics
+
+
+async def _req_rep_peer(n: int, size: int) -> dict[str, float]:
+    peer = ExternalPeer(n + 1)
+    socket = Sockets(zmq.asyncio)
+    try:
+        req = socket(zmq.REQ)
+        req.connect(peer.endpoint)
+        await req.send(b"w")
+        await req.recv()
+        msg = b"x" * size
+        clock = Stopwatch()
+        for _ in range(n):
+            await req.send(msg)
+            await req.recv()
+        metrics = clock.result(n)
+    finally:
+        socket.close()
+        peer.close()
     return metrics
 
 
@@ -150,6 +179,10 @@ def req_rep(n: int, size: int, transport: str) -> dict[str, float]:
     return asyncio.run(_req_rep(n, size, transport))
 
 
+def req_rep_peer(n: int, size: int) -> dict[str, float]:
+    return asyncio.run(_req_rep_peer(n, size))
+
+
 def fan_in(clients: int, n: int, size: int, transport: str) -> dict[str, float]:
     return asyncio.run(_echo_clients(clients, clients, n, size, transport))
 
@@ -169,6 +202,7 @@ def idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
 WORKLOADS = {
     "push_pull": push_pull,
     "req_rep": req_rep,
+    "req_rep_peer": req_rep_peer,
     "fan_in": fan_in,
     "sharing": sharing,
     "idle_scale": idle_scale,

@@ -9,7 +9,9 @@ One run prints, side by side, for greenzmq, ``zmq.green`` and plain pyzmq
 non-blocking calls in one thread (the ceiling for single-threaded code):
 
 * PUSH→PULL throughput of 100-byte messages over tcp loopback;
-* REQ/REP round trips over tcp loopback (both ends in the competitor's code);
+* REQ/REP round trips over tcp loopback (both ends in the competitor's code),
+  and as a cross-check the client alone against a shared external peer
+  process (:mod:`bench.peer`, plain blocking pyzmq, always tcp);
 * 100 concurrent DEALER clients against one ROUTER echo over tcp loopback.
 
 greenzmq and zmq.green run the very same blocking-style code
@@ -39,7 +41,7 @@ MESSAGE_SIZE = 100
 
 
 def cases(messages: int, round_trips: int, clients: int, requests: int, transport: str) -> list[Case]:
-    """The three workloads of issue 2 with the given sizes."""
+    """Issue 2's three workloads (plus the external-peer round trip) with the given sizes."""
     return [
         Case(
             f"push_pull/{MESSAGE_SIZE}B/{transport}",
@@ -55,6 +57,13 @@ def cases(messages: int, round_trips: int, clients: int, requests: int, transpor
             unit="round trips/s",
         ),
         Case(
+            "req_rep_peer/tcp",
+            f"REQ/REP round trips, client only, to a shared external peer process, tcp, {round_trips:,}",
+            "req_rep_peer",
+            {"n": round_trips, "size": MESSAGE_SIZE},
+            unit="round trips/s",
+        ),
+        Case(
             f"fan_in/{clients}/{transport}",
             f"fan-in: {clients} DEALER clients × {requests} requests → ROUTER echo, {transport}",
             "fan_in",
@@ -66,10 +75,11 @@ def cases(messages: int, round_trips: int, clients: int, requests: int, transpor
 
 def targets(all_cases: list[Case]) -> list[Target]:
     """Issue 2's targets for greenzmq."""
-    push, rtt, fan = (c.key for c in all_cases)
+    push, rtt, peer, fan = (c.key for c in all_cases)
     return [
         Target("throughput ≥ 0.70× ceiling", push, "greenzmq", "ceiling", 0.70),
         Target("round trips ≥ 0.95× ceiling", rtt, "greenzmq", "ceiling", 0.95),
+        Target("round trips ≥ 0.95× ceiling (external peer)", peer, "greenzmq", "ceiling", 0.95),
         Target("fan-in ≥ 1.3× zmq.green", fan, "greenzmq", "zmq.green", 1.3),
     ]
 

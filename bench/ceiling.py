@@ -15,9 +15,18 @@ from typing import Any
 
 import zmq
 
-from bench.workloads import SETTLE_SECONDS, Sockets, Stopwatch, bind_endpoint, cpu_seconds, now, rss_bytes
+from bench.workloads import (
+    SETTLE_SECONDS,
+    ExternalPeer,
+    Sockets,
+    Stopwatch,
+    bind_endpoint,
+    cpu_seconds,
+    now,
+    rss_bytes,
+)
 
-__all__ = ["WORKLOADS", "push_pull", "req_rep", "fan_in", "idle_scale"]
+__all__ = ["WORKLOADS", "push_pull", "req_rep", "req_rep_peer", "fan_in", "idle_scale"]
 
 _DONTWAIT = zmq.DONTWAIT
 _POLLIN = zmq.POLLIN
@@ -92,6 +101,27 @@ def req_rep(n: int, size: int, transport: str) -> dict[str, float]:
         metrics = clock.result(n)
     finally:
         socket.close()
+    return metrics
+
+
+def req_rep_peer(n: int, size: int) -> dict[str, float]:
+    """The client side only, against the shared external peer process."""
+    peer = ExternalPeer(n + 1)
+    socket = Sockets(zmq)
+    try:
+        req = socket(zmq.REQ)
+        req.connect(peer.endpoint)
+        req.send(b"w")
+        req.recv()
+        msg = b"x" * size
+        clock = Stopwatch()
+        for _ in range(n):
+            req.send(msg, _DONTWAIT)
+            _recv_when_ready(req)
+        metrics = clock.result(n)
+    finally:
+        socket.close()
+        peer.close()
     return metrics
 
 
@@ -193,6 +223,7 @@ def idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
 WORKLOADS = {
     "push_pull": push_pull,
     "req_rep": req_rep,
+    "req_rep_peer": req_rep_peer,
     "fan_in": fan_in,
     "idle_scale": idle_scale,
 }

@@ -17,6 +17,8 @@ import gc
 import itertools
 import os
 import resource
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -33,6 +35,8 @@ __all__ = [
     "rss_bytes",
     "push_pull",
     "req_rep",
+    "req_rep_peer",
+    "ExternalPeer",
     "fan_in",
     "sharing",
     "idle_scale",
@@ -43,6 +47,8 @@ _inproc_names = itertools.count()
 #: How long the idle measurement lets freshly spawned waiters settle into recv
 #: before it starts counting CPU (threads need a moment to reach the call).
 SETTLE_SECONDS = 0.2
+#: How long a finished run waits for the external peer process to exit.
+PEER_EXIT_SECONDS = 5.0
 
 
 @dataclass
@@ -111,6 +117,25 @@ class Stopwatch:
     def result(self, ops: int) -> dict[str, float]:
         seconds, cpu = now() - self.t0, cpu_seconds() - self.c0
         return {"rate": ops / seconds, "cpu_us_per_op": cpu / ops * 1e6}
+
+
+class ExternalPeer:
+    """The shared echo peer (:mod:`bench.peer`) in its own process, for ``count`` requests."""
+
+    def __init__(self, count: int) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.peer", str(count)], stdout=subprocess.PIPE, cwd=root
+        )
+        self.endpoint = self.proc.stdout.readline().decode().strip()
+
+    def close(self) -> None:
+        try:
+            self.proc.wait(timeout=PEER_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:  # the run failed midway: the peer still waits
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
 
 
 def rss_bytes() -> int:
@@ -184,6 +209,34 @@ def req_rep(rt: Runtime, n: int, size: int, transport: str) -> dict[str, float]:
         metrics = clock.result(n)
     finally:
         socket.close()
+    return metrics
+
+
+def req_rep_peer(rt: Runtime, n: int, size: int) -> dict[str, float]:
+    """One REQ task makes ``n`` round trips over tcp to the shared external
+    peer process (:mod:`bench.peer`, plain blocking pyzmq): only the client
+    side is the competitor's code."""
+    z = rt.zmq
+    peer = ExternalPeer(n + 1)
+    socket = Sockets(z)
+    try:
+        req = socket(z.REQ)
+        req.connect(peer.endpoint)
+        req.send(b"w")
+        req.recv()
+        msg = b"x" * size
+
+        def ask() -> None:
+            for _ in range(n):
+                req.send(msg)
+                req.recv()
+
+        clock = Stopwatch()
+        rt.join([rt.spawn(ask)])
+        metrics = clock.result(n)
+    finally:
+        socket.close()
+        peer.close()
     return metrics
 
 
@@ -296,6 +349,7 @@ def idle_scale(rt: Runtime, sockets: int, idle_seconds: float) -> dict[str, floa
 WORKLOADS: dict[str, Callable[..., dict[str, float]]] = {
     "push_pull": push_pull,
     "req_rep": req_rep,
+    "req_rep_peer": req_rep_peer,
     "fan_in": fan_in,
     "sharing": sharing,
     "idle_scale": idle_scale,

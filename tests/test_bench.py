@@ -54,7 +54,13 @@ def test_bench_core_prints_three_tables_with_numbers_for_every_competitor():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for title in ("PUSH→PULL throughput", "REQ/REP round trips", "fan-in: 5 DEALER clients"):
+    titles = (
+        "PUSH→PULL throughput",
+        "REQ/REP round trips, tcp",
+        "REQ/REP round trips, client only",
+        "fan-in: 5",
+    )
+    for title in titles:
         rows = _rows(out, title)
         assert set(rows) == {"greenzmq", "zmq.green", "ceiling"}, rows
         for name, cells in rows.items():
@@ -74,6 +80,7 @@ def test_suite_runs_every_workload_and_writes_report_json_and_chart(tmp_path):
     assert {c["workload"] for c in raw["cases"]} == {
         "push_pull",
         "req_rep",
+        "req_rep_peer",
         "fan_in",
         "sharing",
         "idle_scale",
