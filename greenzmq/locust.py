@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import gevent
+from gevent.lock import Semaphore
 from locust import User
 from locust.exception import LocustError
 from locust.runners import WorkerRunner
@@ -55,7 +56,7 @@ __all__ = ["ZmqUser", "ZmqClient", "ZmqTimeout", "ZmqBadReply", "REQUEST_TYPE", 
 REQUEST_TYPE = "ZMQ"
 #: Endpoint schemes libzmq connects to; anything else in ``host`` is a configuration error.
 ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://", "pgm://", "epgm://", "vmci://", "ws://", "wss://")
-#: Seconds per second: locust reports response times in milliseconds.
+#: Milliseconds per second: locust reports response times in milliseconds.
 MS_PER_S = 1000.0
 
 Payload = Union[bytes, str, Sequence[Union[bytes, str]]]
@@ -72,6 +73,10 @@ class ZmqBadReply(Exception):
 def _frames(payload: Payload) -> list[bytes]:
     if isinstance(payload, (bytes, str)):
         payload = [payload]
+    elif not isinstance(payload, Sequence):
+        raise TypeError(
+            f"request: payload is {type(payload).__name__}, expected bytes, str or a list of them"
+        )
     frames = [p.encode() if isinstance(p, str) else p for p in payload]
     if not frames:
         raise ValueError("request: the payload has no frames; send at least one frame")
@@ -101,9 +106,10 @@ class ZmqClient:
 
     Green behaviour
     ---------------
-    Blocks only the calling greenlet. One request at a time per client (the
-    calling user's greenlet); a second greenlet calling ``request`` at the
-    same time on a REQ socket gets pyzmq's EFSM error recorded as a failure.
+    Blocks only the calling greenlet. Requests made at the same time by
+    several greenlets (a task spawning some) take turns on the one socket,
+    in order, so each gets its own reply; a request's time and timeout start
+    when its turn comes.
     """
 
     _socket: Any = None
@@ -130,6 +136,7 @@ class ZmqClient:
         self.timeout = timeout
         self.zmq_context = zmq_context if zmq_context is not None else Context.instance()
         self._request_event = request_event
+        self._turn = Semaphore()
         #: How many sockets were replaced after a failed request (for tests and curiosity).
         self.replaced = 0
 
@@ -166,6 +173,16 @@ class ZmqClient:
         in a good state). ``context`` is locust's request context dict.
         """
         frames = _frames(payload)
+        with self._turn:
+            return self._request(frames, name, context, validate)
+
+    def _request(
+        self,
+        frames: list[bytes],
+        name: str | None,
+        context: dict | None,
+        validate: Callable[[list[bytes]], Any] | None,
+    ) -> list[bytes] | None:
         dealer = self.socket_type == greenzmq.DEALER
         exception: BaseException | None = None
         reply: list[bytes] | None = None

@@ -120,6 +120,17 @@ def test_slow_reply_is_a_failure_and_the_user_keeps_going(env, ctx, endpoint, ki
     assert env.recorded[1]["exception"] is None
 
 
+@pytest.mark.parametrize("kind", [greenzmq.REQ, greenzmq.DEALER], ids=["REQ", "DEALER"])
+def test_concurrent_requests_of_one_user_each_get_their_own_reply(env, ctx, endpoint, kind):
+    user = make_user(env, ctx, endpoint, kind, timeout=WAKE_BOUND * 5)
+    n = 20
+    greenlets = [gevent.spawn(user.request, b"%d" % i, name="concurrent") for i in range(n)]
+    gevent.joinall(greenlets, timeout=WAKE_BOUND * 10, raise_error=True)
+    assert [g.value for g in greenlets] == [[b"%d" % i] for i in range(n)]
+    assert len(env.recorded) == n and all(e["exception"] is None for e in env.recorded)
+    assert user.client.replaced == 0
+
+
 def test_service_down_records_failures_not_hangs(env, ctx):
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -138,6 +149,8 @@ def test_bad_payload_raises_before_sending_and_socket_stays_usable(env, ctx, end
         user.request([b"ok", 42])
     with pytest.raises(ValueError, match="no frames"):
         user.request([])
+    with pytest.raises(TypeError, match="payload is int"):
+        user.request(42)
     assert env.recorded == [] and user.client.replaced == 0
     assert user.request(b"x") == [b"x"]
 
