@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
+from gevent import GreenletExit
 from gevent.event import Event
 
 import greenzmq
@@ -200,7 +201,13 @@ class Service:
                 continue
             self.accepted += 1
             self._drained.clear()
-            back.send_multipart(msg)
+            try:
+                back.send_multipart(msg)
+            except GreenletExit:
+                # stop() killed us while the workers' queue was full. greenzmq: the interrupted
+                # send sent nothing, so hand the accepted request over before stopping.
+                back.send_multipart(msg)
+                raise
 
     def _forward_replies(self, back: greenzmq.Socket, front: greenzmq.Socket) -> None:
         while True:
