@@ -562,3 +562,58 @@ def test_works_monkey_patched(python_exe):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("OK")
+
+
+def test_recv_callback_may_block_on_its_own_socket_and_another(loop, ctx, spawn):
+    """A callback's green blocking calls work even on the stream's own socket."""
+    pull = ctx.socket(zmq.PULL)
+    pull.linger = 0
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 0
+    push.connect(f"tcp://127.0.0.1:{port}")
+    rep = ctx.socket(zmq.REP)
+    rep.linger = 0
+    rep_port = rep.bind_to_random_port("tcp://127.0.0.1")
+    stream = ZMQStream(pull, loop)
+    got = []
+    done = gevent.event.Event()
+
+    def on_recv(msg):
+        got.append(msg[0])
+        if msg[0] == b"first":
+            got.append(pull.recv())  # blocks this callback until "second" comes
+            req = ctx.socket(zmq.REQ)
+            req.linger = 0
+            req.connect(f"tcp://127.0.0.1:{rep_port}")
+            req.send(b"q")
+            got.append(req.recv())  # blocks on another socket, served by a greenlet
+            req.close()
+        else:
+            done.set()
+
+    stream.on_recv(on_recv)
+    spawn(lambda: rep.send(b"a:" + rep.recv()))
+
+    def producer():
+        push.send(b"first")
+        gevent.sleep(0.02)
+        push.send(b"second")
+        gevent.sleep(0.02)
+        push.send(b"third")
+
+    spawn(producer)
+    run_until(loop, done)
+    assert got == [b"first", b"second", b"a:q", b"third"]
+
+
+def test_ioloop_close_all_fds_closes_stream_sockets(ctx):
+    IOLoop.clear_current()
+    own = IOLoop()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        ZMQStream(pull, own).on_recv(print)
+        own.close(all_fds=True)
+        assert pull.closed
+    finally:
+        IOLoop.clear_current()
