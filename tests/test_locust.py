@@ -25,7 +25,14 @@ from conftest import WAKE_BOUND
 from gevent.event import Event
 from gevent.pool import Group
 
-locust = pytest.importorskip("locust")  # noqa: E402  (locust monkey-patches on import, as in real use)
+# Importing locust would gevent.monkey.patch_all() the whole pytest process (and with it every
+# other test file's threads); locust's own switch skips that for the in-process tests here. It is
+# cleared at once so the locust subprocesses these tests start patch themselves as in real use.
+os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
+try:
+    locust = pytest.importorskip("locust")
+finally:
+    del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
 
 from locust import constant, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
