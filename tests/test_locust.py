@@ -448,6 +448,23 @@ def test_demo_interrupted_stops_everything_and_still_reports(tmp_path, signum):
     assert json.loads((report / "totals.json").read_text())["failures"] == 0
 
 
+@pytest.mark.parametrize(
+    "text, seconds", [("15", 15), ("15s", 15), ("2m", 120), ("1h30m", 5400), ("1m5s", 65)]
+)
+def test_demo_run_time_syntax(text, seconds):
+    from greenzmq.demo import parse_seconds
+
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5x", "-3", "1.5s"])
+def test_demo_run_time_rejects_garbage(text):
+    from greenzmq.demo import parse_seconds
+
+    with pytest.raises(ValueError, match="not a run time"):
+        parse_seconds(text)
+
+
 def test_demo_rejects_bad_arguments():
     run = subprocess.run(
         [sys.executable, "-m", "greenzmq.demo", "-t", "soon"],

@@ -41,7 +41,8 @@ DEFAULT_REPORT_DIR = "greenzmq-report"
 SERVICE_START_TIMEOUT = 30.0
 #: Seconds locust may run beyond --run-time (start-up, ramp, stop-timeout, report writing).
 LOCUST_GRACE = 60.0
-#: Seconds locust lets running requests finish after the run time (below the users' 5 s timeout).
+#: Seconds locust lets running tasks finish after the run time: above the users' 5 s request
+#: timeout, so a request still in flight at the end completes or fails, and is recorded.
 LOCUST_STOP_TIMEOUT = 6
 #: Seconds the service gets to drain and exit after SIGTERM.
 SERVICE_STOP_TIMEOUT = 15.0
