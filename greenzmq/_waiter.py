@@ -254,6 +254,7 @@ class Waiters:
         "watching",
         "pending",
         "closed",
+        "close_error",
         "__weakref__",
     )
 
@@ -273,6 +274,7 @@ class Waiters:
         self.watching = False  # the watcher is started (stopped lazily, see service)
         self.pending = False  # a service pass is queued or running
         self.closed = False
+        self.close_error: Callable[[], BaseException] | None = None  # why it closed
         _live.add(self)
 
     # -- called from the socket's own thread --------------------------------
@@ -520,6 +522,7 @@ class Waiters:
         """
         if self.closed:
             return
+        self.close_error = make_error
         if get_ident() != self.thread:
             self.closed = True
             if not self.watching and self.watcher is not None:

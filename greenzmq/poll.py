@@ -130,7 +130,8 @@ class Poller(zmq.Poller):
         are reported by their fd number, as pyzmq does). Blocks only the
         calling greenlet. Raises :class:`zmq.ZMQError` (ENOTSOCK) if a
         registered zmq socket is closed, also when it is closed while the
-        poll waits (pyzmq would report it as fd 0).
+        poll waits (pyzmq would report it as fd 0), and
+        :class:`zmq.ContextTerminated` if ``Context.destroy()`` closed it.
         """
         if timeout is None or timeout < 0:
             timeout = -1
@@ -169,6 +170,11 @@ class Poller(zmq.Poller):
         # libzmq would report a closed socket as fd 0 with POLLERR: say it instead
         for sock, _ in self.sockets:
             if isinstance(sock, zmq.Socket) and sock.closed:
+                w = getattr(sock, "_waiters", None)
+                if w is not None and w.close_error is not None:
+                    exc = w.close_error()
+                    if isinstance(exc, zmq.ContextTerminated):
+                        raise exc  # closed by Context.destroy()
                 raise zmq.ZMQError(
                     zmq.ENOTSOCK, f"Socket operation on non-socket: {sock!r} is registered in the poller"
                 )

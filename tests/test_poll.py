@@ -257,3 +257,16 @@ def test_no_busy_loop_after_peers_disconnect(ctx, spawn):
     cpu0 = time.process_time()
     assert p.poll(1000) == []
     assert time.process_time() - cpu0 < 0.1
+
+
+def test_poll_raises_context_terminated_when_destroy_closes_its_socket(spawn):
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind_to_random_port("tcp://127.0.0.1")
+    p = zmq.Poller()
+    p.register(pull, zmq.POLLIN)
+    g = spawn(p.poll)
+    gevent.sleep(0.01)
+    ctx.destroy(linger=0)
+    with pytest.raises(zmq.ContextTerminated):
+        g.get(timeout=WAKE_BOUND)
