@@ -239,7 +239,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in SIZES.items():
         p.add_argument("--" + key.replace("_", "-"), type=type(value), default=None, help=f"default {value}")
     p.add_argument("--competitors", default=",".join(COMPETITORS), help="comma-separated subset")
-    p.add_argument("--only", default="", help="comma-separated workloads to run (default: all)")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated workloads to run (default: all): push_pull, req_rep, req_rep_peer, "
+        "fan_in, sharing, idle_scale",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a run counts as hung")
     p.add_argument("--out", default="", help="directory for report.md, results.json and chart.png")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
