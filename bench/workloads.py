@@ -7,8 +7,10 @@ does the same socket pattern with the same message counts, and the peer of a
 ping-pong is always the same kind of code as the side being measured.
 
 Each workload returns a dict of metrics: ``rate`` (operations per second,
-higher is better) for the speed workloads, and ``cpu_percent``,
-``rss_socket_kib``, ``rss_waiting_kib``, ``wake_all_ms`` for :func:`idle_scale`.
+higher is better) and ``cpu_us_per_op`` (see :class:`Stopwatch`) for the speed
+workloads, ``rate``, ``rate_one_per_socket`` and ``scaling`` for
+:func:`sharing`, and ``cpu_percent``, ``rss_socket_kib``, ``rss_waiting_kib``,
+``wake_all_ms`` for :func:`idle_scale`.
 """
 
 from __future__ import annotations
