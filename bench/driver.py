@@ -189,8 +189,9 @@ def run_cases(
     Returns ``(results, versions)``: ``results[case.key][competitor]`` is an
     :class:`Outcome`; ``versions[competitor]`` what that worker runs on. A
     competitor that cannot start (eventlet not installed) gets an error on every
-    case; a run that fails or times out is recorded and later repetitions of
-    that case are skipped for that competitor.
+    case; a run that fails or times out is recorded, its worker replaced by a
+    fresh one, and later repetitions of that case are skipped for that
+    competitor.
     """
     workers: dict[str, Worker | None] = {}
     versions: dict[str, dict[str, str]] = {}
@@ -228,8 +229,10 @@ def run_cases(
                         except WorkerError as exc:
                             outcome.error = str(exc)
                             outcome.runs.append(None)
-                            if not w.alive:
-                                workers[name] = None  # restarted on next use
+                            # a failed run may leave tasks behind (blocked on
+                            # closed sockets, say): start the next case afresh
+                            w.close(kill=True)
+                            workers[name] = None
                             label += f" · FAILED: {exc}"
                         else:
                             outcome.runs.append(metrics)
