@@ -61,7 +61,7 @@ class ZMQStream:
     Parameters
     ----------
     socket : greenzmq.Socket
-        The socket; a plain :class:`zmq.Socket` is shadowed by a green one.
+        The green socket (:class:`TypeError` for a plain :class:`zmq.Socket`).
     io_loop : IOLoop, optional
         Default :meth:`IOLoop.current`.
 
@@ -86,7 +86,14 @@ class ZMQStream:
 
     def __init__(self, socket: zmq.Socket, io_loop: IOLoop | None = None) -> None:
         if not isinstance(socket, _GreenSocket):
-            socket = _GreenSocket(shadow=socket)
+            # Not shadowed silently: code that keeps the plain socket would
+            # close it behind the shadow's back, leaving the shadow's io
+            # watcher on a closed (soon reused) ZMQ_FD, which libev aborts on.
+            raise TypeError(
+                f"ZMQStream needs a greenzmq socket, not {socket!r}: create it with "
+                "greenzmq.Context().socket(...), or pass greenzmq.Socket.shadow(sock) and "
+                "close that shadow (or the stream), never the original behind its back."
+            )
         self.socket = socket
         self.io_loop = io_loop or IOLoop.current()
         self._send_queue: deque[tuple[list, int, bool, bool, SendCallback | None]] = deque()
