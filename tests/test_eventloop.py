@@ -306,6 +306,7 @@ def test_run_sync(loop):
         loop.run_sync(lambda: {}["missing"])
     with pytest.raises(TimeoutError):
         loop.run_sync(lambda: gevent.sleep(10), timeout=0.05)
+    assert loop.run_sync(lambda: "usable after a timeout", timeout=5) == "usable after a timeout"
 
 
 def test_close(loop):

@@ -226,8 +226,19 @@ class IOLoop:
         Returns what ``func`` returned or raises what it raised;
         :class:`TimeoutError` after ``timeout`` seconds (``func`` is killed).
         """
-        glet = gevent.Greenlet(func)
-        glet.link(lambda _: self.stop())
+        outcome: list[Any] = []
+        waiting = [True]
+
+        def run() -> None:
+            try:
+                outcome.append((True, func()))
+            except BaseException as exc:  # handed to the caller, not printed by the hub
+                outcome.append((False, exc))
+            finally:
+                if waiting[0]:
+                    self.stop()
+
+        glet = gevent.Greenlet(run)
         self.add_callback(glet.start)
         timer = None
         if timeout is not None:
@@ -237,10 +248,14 @@ class IOLoop:
         finally:
             if timer is not None:
                 self.remove_timeout(timer)
-        if not glet.ready():
-            glet.kill(block=False)
+        waiting[0] = False
+        if not outcome:
+            glet.kill()
             raise TimeoutError(f"operation timed out after {timeout} seconds")
-        return glet.get()
+        ok, value = outcome[0]
+        if ok:
+            return value
+        raise value
 
     def close(self, all_fds: bool = False) -> None:
         """Release the loop's timers and handlers; ``all_fds`` also closes them.
