@@ -596,6 +596,9 @@ def test_recv_callback_may_block_on_its_own_socket_and_another(loop, ctx, spawn)
     spawn(producer)
     run_until(loop, done)
     assert got == [b"first", b"second", b"a:q", b"third"]
+    stream.close()
+    push.close()
+    rep.close()
 
 
 def test_ioloop_close_all_fds_closes_stream_sockets(ctx):
