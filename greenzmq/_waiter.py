@@ -253,6 +253,7 @@ class Waiters:
         "armed",
         "watching",
         "pending",
+        "quiet",
         "closed",
         "close_error",
         "__weakref__",
@@ -273,6 +274,8 @@ class Waiters:
         self.armed = False  # somebody waits or listens: calls must be followed by a check
         self.watching = False  # the watcher is started (stopped lazily, see service)
         self.pending = False  # a service pass is queued or running
+        # the last call on the socket was a waiter's own failed attempt (see service)
+        self.quiet = False
         self.closed = False
         self.close_error: Callable[[], BaseException] | None = None  # why it closed
         _live.add(self)
@@ -299,6 +302,7 @@ class Waiters:
 
     def schedule(self, sock: Any) -> None:
         """Make sure a :meth:`service` pass runs after the caller's socket call."""
+        self.quiet = False
         if not self.pending and not self.closed:
             self.pending = True
             self.loop.run_callback(self.service, sock)
@@ -343,6 +347,7 @@ class Waiters:
         timeout_ms: int,
         front: bool = False,
         check: bool = True,
+        fresh: bool = False,
     ) -> Any:
         """Block the calling greenlet until ``run()`` succeeds in the hub.
 
@@ -355,6 +360,9 @@ class Waiters:
         sent must be finished before anything else). ``check=False`` skips the
         ``EVENTS`` check after the watch starts; only for a caller whose own
         failed attempt came just before, with no yield since (see the essay).
+        ``fresh=True`` says that this failed attempt was the caller's own (not
+        merely that others wait ahead): a service pass may then end without
+        a confirming ``EVENTS`` reading (see :meth:`service`).
         """
         self.check_thread()
         if self.closed:
@@ -367,6 +375,7 @@ class Waiters:
         timer = None
         try:
             self._arm(sock, check)
+            self.quiet = fresh
             if timeout_ms >= 0:
                 timer = self.loop.timer(timeout_ms / 1000.0)
                 timer.start(self._expire, op)
@@ -435,23 +444,50 @@ class Waiters:
             return
         try:
             while not self.closed:
-                if self.drain:
-                    drain_fd(self.fd)
-                try:
-                    events = _raw_get(sock, _EVENTS)
-                except zmq.ZMQError as exc:  # ETERM (ContextTerminated), ENOTSOCK
-                    self._fail_all(exc)
-                    return
-                served = False
-                if events & _POLLIN and self.readers:
+                # set again only by a greenlet served below that comes straight
+                # back to wait after its own failed attempt
+                self.quiet = False
+                if self.readers and not (self.writers or self.listeners or self.drain):
+                    # Only readers wait: the head reader's own non-blocking
+                    # receive is the reading. libzmq's recv(DONTWAIT) processes
+                    # every pending command before it reports EAGAIN (as EVENTS
+                    # does, fact 3), so a failed one ends the pass exactly as an
+                    # EVENTS reading that served nobody would, and a successful
+                    # one saves that reading.
                     served = self._serve(self.readers)
-                if events & _POLLOUT and self.writers:
-                    served = self._serve(self.writers) or served
-                if self.listeners:
-                    served = self._notify(events) or served
+                else:
+                    if self.drain:
+                        drain_fd(self.fd)
+                    try:
+                        events = _raw_get(sock, _EVENTS)
+                    except zmq.ZMQError as exc:  # ETERM (ContextTerminated), ENOTSOCK
+                        self._fail_all(exc)
+                        return
+                    served = False
+                    if events & _POLLIN and self.readers:
+                        served = self._serve(self.readers)
+                    if events & _POLLOUT and self.writers:
+                        served = self._serve(self.writers) or served
+                    if self.listeners:
+                        served = self._notify(events) or served
                 if not served:
                     return
                 deliveries += 1
+                if (
+                    self.quiet
+                    and not self.listeners
+                    and not (self.readers and self.writers)
+                    and not self.drain
+                ):
+                    # The greenlet just served came straight back to wait after
+                    # its own failed DONTWAIT attempt, the last call on the
+                    # socket (any other call clears `quiet`). That attempt left
+                    # the mailbox as an EVENTS reading would (see the essay),
+                    # and only its own direction has waiters: a confirming
+                    # reading would find nothing. A request/reply loop saves
+                    # one zmq call per round trip.
+                    self.quiet = False
+                    return
                 if deliveries >= MAX_DELIVERIES_PER_PASS:
                     # let the rest of the hub run; a fresh pass continues here
                     self.loop.run_callback(self.service, sock)

@@ -26,6 +26,7 @@ _raw_send = _RawSocket.send
 _raw_recv = _RawSocket.recv
 _raw_recv_into = _RawSocket.recv_into
 _raw_get = _RawSocket.get
+_raw_set = _RawSocket.set
 _sugar_send = zmq.Socket.send
 
 _DONTWAIT = int(zmq.DONTWAIT)
@@ -87,10 +88,19 @@ class Socket(SerializingSocketMixin, zmq.Socket):
     _repr_cls = "greenzmq.Socket"
     _poller_class = Poller
     _waiters: Waiters | None = None
+    # RCVTIMEO/SNDTIMEO (ms), cached: read on every wait, changed through set()
+    _rcvtimeo: int = -1
+    _sndtimeo: int = -1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiters = Waiters(*socket_fd(self))
+        # a shadow socket may come with timeouts already set
+        self._rcvtimeo = _raw_get(self, _RCVTIMEO)
+        self._sndtimeo = _raw_get(self, _SNDTIMEO)
+
+    def _timeout(self, option: int) -> int:
+        return self._rcvtimeo if option == _RCVTIMEO else self._sndtimeo
 
     # -- sending -------------------------------------------------------------------
 
@@ -124,15 +134,15 @@ class Socket(SerializingSocketMixin, zmq.Socket):
                 except zmq.Again:
                     pass
                 else:
-                    if w.armed:
+                    if w.armed and not w.pending:
                         w.schedule(self)
                     return result
-                if w.armed:
+                if w.armed and not w.pending:
                     w.schedule(self)
                 if flags & _DONTWAIT:
                     raise _again()
                 attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
-                return w.wait(self, w.writers, attempt, _raw_get(self, _SNDTIMEO), check=False)
+                return w.wait(self, w.writers, attempt, self._sndtimeo, check=False, fresh=True)
             attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
         else:
             attempt = partial(_sugar_send, self, data, flags | _DONTWAIT, copy, track, routing_id, group)
@@ -144,19 +154,19 @@ class Socket(SerializingSocketMixin, zmq.Socket):
             # others wait first (unless this is the rest of a message being received)
             if flags & _DONTWAIT:
                 raise _again()
-            return w.wait(self, queue, attempt, _raw_get(self, timeo_option), check=False)
+            return w.wait(self, queue, attempt, self._timeout(timeo_option), check=False)
         try:
             result = attempt()
         except zmq.Again:
-            if w.armed:
+            if w.armed and not w.pending:
                 w.schedule(self)
             if flags & _DONTWAIT:
                 raise
-            return w.wait(self, queue, attempt, _raw_get(self, timeo_option), check=False)
+            return w.wait(self, queue, attempt, self._timeout(timeo_option), check=False, fresh=True)
         if result is PARTIAL:
             # a multipart send stalled mid-message: finish it ahead of everybody else
             return w.wait(self, queue, attempt, -1, front=True)
-        if w.armed:
+        if w.armed and not w.pending:
             w.schedule(self)
         return result
 
@@ -204,15 +214,15 @@ class Socket(SerializingSocketMixin, zmq.Socket):
             except zmq.Again:
                 pass
             else:
-                if w.armed:
+                if w.armed and not w.pending:
                     w.schedule(self)
                 return msg
-            if w.armed:
+            if w.armed and not w.pending:
                 w.schedule(self)
             if flags & _DONTWAIT:
                 raise _again()
             attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
-            return w.wait(self, w.readers, attempt, _raw_get(self, _RCVTIMEO), check=False)
+            return w.wait(self, w.readers, attempt, self._rcvtimeo, check=False, fresh=True)
         attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
         return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
 
@@ -283,6 +293,20 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         return value
 
     getsockopt = get
+
+    def set(self, option: int, optval: Any) -> None:
+        """Set a socket option, as :meth:`zmq.Socket.set`.
+
+        ``RCVTIMEO`` and ``SNDTIMEO`` are honoured by the green waits (their
+        values are kept on the socket, so each wait does not ask libzmq).
+        """
+        _raw_set(self, option, optval)
+        if option == _RCVTIMEO:
+            self._rcvtimeo = _raw_get(self, _RCVTIMEO)
+        elif option == _SNDTIMEO:
+            self._sndtimeo = _raw_get(self, _SNDTIMEO)
+
+    setsockopt = set
 
     def close(self, linger: int | None = None) -> None:
         """Close the socket, waking every waiting greenlet with ENOTSOCK.

@@ -355,3 +355,39 @@ def test_idle_socket_does_not_keep_the_loop_alive(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.split()[1]) < 4.0, "gevent.wait() waited for an idle socket's watcher"
+
+
+def test_served_reader_rewaiting_does_not_strand_a_blocked_writer(ctx, spawn):
+    """A reader is served, makes room for the socket's blocked writer (by
+    draining the peer), then fails a receive (which consumes that news) and
+    waits again: the service pass must still read EVENTS for the writer."""
+    a, b = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    for s in (a, b):
+        s.sndhwm = s.rcvhwm = 1
+        s.linger = 0
+    addr = "inproc://quiet-pass"
+    a.bind(addr)
+    b.connect(addr)
+    filled = 0
+    while True:
+        try:
+            a.send(b"fill", zmq.DONTWAIT)
+            filled += 1
+        except zmq.Again:
+            break
+        assert filled < 100
+    writer = _park(spawn, a.send, b"blocked")
+
+    def reader():
+        first = a.recv()
+        for _ in range(filled):
+            assert b.recv() == b"fill"  # room again: news for the writer
+        _busy_wait(0.003)
+        return first, a.recv()  # fails first (consuming the news), then waits
+
+    r = _park(spawn, reader)
+    b.send(b"1")
+    writer.get(timeout=WAKE_BOUND)
+    assert b.recv() == b"blocked"
+    b.send(b"2")
+    assert r.get(timeout=WAKE_BOUND) == (b"1", b"2")
