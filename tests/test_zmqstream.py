@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import resource
 
 import gevent
 import gevent.event
@@ -611,3 +613,33 @@ def test_ioloop_close_all_fds_closes_stream_sockets(ctx):
         assert pull.closed
     finally:
         IOLoop.clear_current()
+
+
+def test_idle_streams_do_not_spin(loop, ctx):
+    """Waiting for a message, or for room to send, costs no CPU."""
+
+    pull = ctx.socket(zmq.PULL)
+    pull.linger = 0
+    pull.bind_to_random_port("tcp://127.0.0.1")
+    push = ctx.socket(zmq.PUSH)  # no peer: never writable
+    push.linger = 0
+    idle_in, idle_out = ZMQStream(pull, loop), ZMQStream(push, loop)
+    idle_in.on_recv(print)
+    idle_out.send(b"waits for a peer")
+    r, w = os.pipe()
+    try:
+        loop.add_handler(r, print, IOLoop.READ)  # an fd that never becomes readable
+        seconds = 0.5
+        loop.call_later(seconds, loop.stop)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        with gevent.Timeout(10):
+            loop.start()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert cpu < seconds * 0.2, f"idle loop used {cpu:.3f} s of CPU in {seconds} s"
+        assert idle_out.sending()
+    finally:
+        loop.remove_handler(r)
+        os.close(r)
+        os.close(w)
+        idle_out.close(linger=0)

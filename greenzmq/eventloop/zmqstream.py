@@ -103,6 +103,8 @@ class ZMQStream:
         self._close_callback: Callable[[], Any] | None = None
         self._state = 0
         self._handling = False  # inside _handle_events: state rebuilt once at its end
+        # REQ and REP alternate: never two messages to receive in a row
+        self._one_per_turn = socket.type in (zmq.REQ, zmq.REP)
         self.io_loop.add_handler(socket, self._handle_events, 0)
         # shortcuts, as pyzmq's stream has them
         self.bind = socket.bind
@@ -337,10 +339,13 @@ class ZMQStream:
             except Exception:
                 self._callback_failed(callback)
             if count == 1 and self.socket is not None:
-                # Often there was just the one (always on REQ/REP): one EVENTS
-                # reading is far cheaper than the failing recv that would
-                # tell. After that, drain until EAGAIN. Stopping early loses
-                # nothing: the handler is re-armed with a fresh EVENTS check.
+                # Often there was just the one: one EVENTS reading is far
+                # cheaper than the failing recv that would tell (and a REQ or
+                # REP socket never has a second: it must send first). After
+                # that, drain until EAGAIN. Stopping early loses nothing: the
+                # handler is re-armed with a fresh EVENTS check.
+                if self._one_per_turn:
+                    break
                 try:
                     if not self.socket.get(zmq.EVENTS) & _POLLIN:
                         break
