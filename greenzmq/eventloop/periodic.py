@@ -20,7 +20,14 @@ class PeriodicCallback:
     overruns its period skips the runs it missed instead of running them late
     in a burst. Runs in ``io_loop`` (default: the current loop at
     :meth:`start`); an exception is logged and the schedule goes on.
-    Raises :class:`ValueError` for a period that is not positive.
+    Raises :class:`ValueError` for a period that is not positive, or a jitter
+    outside 0..1.
+
+    Green behaviour
+    ---------------
+    The callback runs in the loop's greenlet like any callback (it may make
+    green blocking calls, which delay the loop and, past a period, skip runs).
+    Use it from the loop's thread only.
     """
 
     def __init__(
