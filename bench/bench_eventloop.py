@@ -13,7 +13,8 @@ round (so machine load hits both alike):
   greenlet pair of :func:`bench.workloads.req_rep` (the core benchmark's code);
 * PUSH→PULL one-way throughput: a PUSH stream with every message queued, into
   a PULL stream counting in ``on_recv``, against
-  :func:`bench.workloads.push_pull`.
+  :func:`bench.workloads.push_pull`, and against the same loop receiving
+  whole messages with ``recv_multipart`` (which a stream must do).
 
 It prints each rate (median [min, max]) and the ratio stream / green socket,
 the median of the per-round ratios. Issue 5's target: ≥ 0.80.
@@ -35,7 +36,7 @@ import greenzmq  # noqa: E402
 from bench.workloads import Runtime, Sockets, bind_endpoint, now, push_pull, req_rep  # noqa: E402
 from greenzmq.eventloop import IOLoop, ZMQStream  # noqa: E402
 
-__all__ = ["stream_req_rep", "stream_push_pull", "main"]
+__all__ = ["stream_req_rep", "stream_push_pull", "green_push_pull_multipart", "main"]
 
 #: Message size, as in the core benchmark.
 MESSAGE_SIZE = 100
@@ -118,6 +119,35 @@ def stream_push_pull(n: int, size: int, transport: str) -> dict[str, float]:
     return {"rate": n / seconds}
 
 
+def green_push_pull_multipart(rt: Runtime, n: int, size: int, transport: str) -> dict[str, float]:
+    """:func:`bench.workloads.push_pull` receiving whole messages (``recv_multipart``),
+    as a stream does: the same work per message as the stream, minus the stream."""
+    z = rt.zmq
+    socket = Sockets(z)
+    try:
+        pull = socket(z.PULL)
+        push = socket(z.PUSH)
+        push.connect(bind_endpoint(pull, transport))
+        push.send(b"w")
+        pull.recv()
+        msg = b"x" * size
+
+        def send_all() -> None:
+            for _ in range(n):
+                push.send(msg)
+
+        def recv_all() -> None:
+            for _ in range(n):
+                pull.recv_multipart()
+
+        t0 = now()
+        rt.join([rt.spawn(recv_all), rt.spawn(send_all)])
+        seconds = now() - t0
+    finally:
+        socket.close()
+    return {"rate": n / seconds}
+
+
 def _summary(rates: list[float]) -> str:
     return f"{statistics.median(rates):>10,.0f} [{min(rates):,.0f}, {max(rates):,.0f}]"
 
@@ -132,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     workloads = [
         ("REQ/REP echo round trips/s", args.round_trips, req_rep, stream_req_rep),
         ("PUSH→PULL messages/s", args.messages, push_pull, stream_push_pull),
+        (
+            "PUSH→PULL messages/s, green loop with recv_multipart",
+            args.messages,
+            green_push_pull_multipart,
+            stream_push_pull,
+        ),
     ]
     print(f"# ZMQStream vs green socket loop, {MESSAGE_SIZE} B, {args.transport}, {args.reps} rounds\n")
     print(f"| workload | green socket | ZMQStream | ratio (target ≥ {TARGET_RATIO:.2f}) |")
