@@ -254,6 +254,7 @@ class Waiters:
         "watching",
         "pending",
         "quiet",
+        "lazy",
         "closed",
         "close_error",
         "__weakref__",
@@ -276,6 +277,9 @@ class Waiters:
         self.pending = False  # a service pass is queued or running
         # the last call on the socket was a waiter's own failed attempt (see service)
         self.quiet = False
+        # stop the watcher lazily (see _disarm_if_idle); off for a shadow socket,
+        # whose fd its owner may close behind our back
+        self.lazy = True
         self.closed = False
         self.close_error: Callable[[], BaseException] | None = None  # why it closed
         _live.add(self)
@@ -331,6 +335,9 @@ class Waiters:
         # keep waking the hub.
         if self.armed and not (self.readers or self.writers or self.listeners):
             self.armed = False
+            if not self.lazy:
+                self._stop_watching()
+                return
             # an idle watcher must not keep gevent.wait() or hub.join() waiting
             self.watcher.ref = False
 
@@ -400,9 +407,11 @@ class Waiters:
     ) -> None:
         """Call ``callback(events)`` once, from the hub, when ``EVENTS & mask``.
 
-        A listener is one-shot: it is removed before it is called. It must not
-        block, and it must ignore a call that comes after its owner stopped
-        waiting. ``callback(0)`` means the socket was closed or its context
+        A listener is one-shot: it is removed before it is called. It runs
+        in the hub and must not block; it may switch straight into a waiting
+        greenlet (as the waiter does to deliver a result), provided that
+        greenlet later gives the hub back by blocking as usual. It must ignore
+        a call that comes after its owner stopped waiting. ``callback(0)`` means the socket was closed or its context
         terminated; every listener gets that call, so ``mask=0`` listens for
         close and termination alone (a paused device does). ``check=False`` skips the ``EVENTS`` check after the watch
         starts, for a caller that has just read ``EVENTS`` itself without

@@ -95,6 +95,11 @@ class Socket(SerializingSocketMixin, zmq.Socket):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiters = Waiters(*socket_fd(self))
+        if self._shadow:
+            # The owner of the shadowed socket may close it directly; a watcher
+            # left running on its fd would then outlive the fd (libev aborts
+            # when the number is reused). Stop it as soon as nobody waits.
+            self._waiters.lazy = False
         # a shadow socket may come with timeouts already set
         self._rcvtimeo = _raw_get(self, _RCVTIMEO)
         self._sndtimeo = _raw_get(self, _SNDTIMEO)

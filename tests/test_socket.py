@@ -352,3 +352,37 @@ def test_user_events_query_does_not_strand_waiters(make_pair, spawn):
         b.send(b"%d" % i)
         assert g.get(timeout=WAKE_BOUND) == b"%d" % i
     stop.set()
+
+
+_SHADOW_CLOSED_BEHIND = """
+import gevent, zmq as pyzmq, greenzmq as zmq
+for _ in range(30):
+    rc = pyzmq.Context(); raw = rc.socket(pyzmq.PULL); raw.linger = 0
+    port = raw.bind_to_random_port('tcp://127.0.0.1')
+    g = zmq.Socket(shadow=raw)
+    g.rcvtimeo = 1
+    try:
+        g.recv()            # waits on the shared fd, then times out
+    except zmq.Again:
+        pass
+    raw.close(); rc.term()  # the owner closes it behind the shadow's back
+    ctx = zmq.Context()
+    for i in range(20):     # new sockets reuse the fd numbers
+        s = ctx.socket(zmq.PULL); s.linger = 0; s.rcvtimeo = 0
+        try:
+            s.recv()
+        except zmq.Again:
+            pass
+        gevent.sleep(0)
+        s.close()
+    ctx.destroy(0)
+print('OK')
+"""
+
+
+def test_shadow_socket_closed_by_its_owner_leaves_no_watcher_behind():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _SHADOW_CLOSED_BEHIND], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-2000:]
