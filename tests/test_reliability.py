@@ -17,6 +17,7 @@ import time
 
 import gevent
 import gevent.event
+from gevent.lock import BoundedSemaphore
 import psutil
 import pytest
 from conftest import WAKE_BOUND, inproc_endpoint
@@ -26,6 +27,10 @@ import greenzmq as zmq
 QUICK_MESSAGES = 210_000
 LONG_MESSAGES = 10_000_000
 BUDGET_MIN = 60.0
+#: Messages a ROUTER/DEALER or PUB/SUB sender may have in flight (credit-based
+#: flow control). Those patterns run with HWM 0 so that nothing is dropped, and
+#: without credit their queues would grow with any lag, hiding a real leak.
+FLOW_WINDOW = 2000
 #: Allowed RSS growth between the end of warm-up and the end of a long soak.
 LONG_RSS_GROWTH = 64 * 1024 * 1024
 
@@ -108,10 +113,13 @@ def _soak(ctx, spawn, total: int, sample_memory: bool = False) -> None:
     # ROUTER/DEALER over tcp: 4 DEALERs, 2 greenlets each, ROUTER echoes
     rd = Ledger()
     router = ctx.socket(zmq.ROUTER)
+    router.sndhwm = 0  # a ROUTER drops at its HWM; the credit below bounds the queue instead
     port = router.bind_to_random_port("tcp://127.0.0.1")
     dealers = [ctx.socket(zmq.DEALER) for _ in range(4)]
     for d in dealers:
+        d.rcvhwm = 0
         d.connect(f"tcp://127.0.0.1:{port}")
+    rd_credit = BoundedSemaphore(FLOW_WINDOW)
     rd_per = per_pattern // 8
     rd_done = gevent.event.Event()
 
@@ -122,11 +130,13 @@ def _soak(ctx, spawn, total: int, sample_memory: bool = False) -> None:
     def rd_send(k):
         d = dealers[k // 2]
         for seq in range(rd_per):
+            rd_credit.acquire()
             d.send_multipart(Ledger.make(k, seq))
 
     def rd_recv(d):
         while rd.count < 8 * rd_per:
             rd.check(d.recv_multipart(), (id(d),))
+            rd_credit.release()
             if rd.count == 8 * rd_per:
                 rd_done.set()
 
@@ -150,13 +160,18 @@ def _soak(ctx, spawn, total: int, sample_memory: bool = False) -> None:
     ps_per = per_pattern // 2
     ps_done = gevent.event.Event()
 
+    ps_credit = [BoundedSemaphore(FLOW_WINDOW) for _ in range(3)]
+
     def ps_send(sid):
         for seq in range(ps_per):
+            for credit in ps_credit:
+                credit.acquire()
             xpub.send_multipart(Ledger.make(sid, seq))
 
-    def ps_recv(sub, ledger, finished):
+    def ps_recv(sub, ledger, finished, credit):
         while ledger.count < 2 * ps_per:
             ledger.check(sub.recv_multipart())
+            credit.release()
         finished.append(1)
         if len(finished) == 3:
             ps_done.set()
@@ -169,8 +184,8 @@ def _soak(ctx, spawn, total: int, sample_memory: bool = False) -> None:
     for d in dealers:
         spawn(rd_recv, d)
         spawn(rd_recv, d)
-    for sub, ledger in zip(subs, ps):
-        spawn(ps_recv, sub, ledger, finished)
+    for sub, ledger, credit in zip(subs, ps, ps_credit):
+        spawn(ps_recv, sub, ledger, finished, credit)
     if sample_memory:
         rss.append(_rss())
     for sid in range(senders):
