@@ -83,6 +83,9 @@ class Socket(SerializingSocketMixin, zmq.Socket):
       :class:`zmq.ContextTerminated`.
     * The socket belongs to the hub of the OS thread that created it; a call
       from another thread raises :class:`greenzmq.error.WrongThreadError`.
+    * A green shadow of another socket (``Socket(shadow=other)``) may be used
+      alongside it, but the original must not be closed while greenlets
+      wait on the shadow (close the shadow first).
     """
 
     _repr_cls = "greenzmq.Socket"
