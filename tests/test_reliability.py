@@ -204,6 +204,13 @@ def _soak(ctx, spawn, total: int, sample_memory: bool = False) -> None:
     assert pp.count + rd.count + sum(x.count for x in ps) >= total * 0.95
     if sample_memory:
         warm = rss[min(2, len(rss) - 1)]
+        mib = 1024 * 1024
+        print(
+            f"\nsoak: {pp.count + rd.count + sum(x.count for x in ps):,} messages received "
+            f"(PUSH/PULL {pp.count:,}, ROUTER/DEALER {rd.count:,}, PUB/SUB {sum(x.count for x in ps):,}), "
+            f"0 lost, 0 duplicated; RSS after warm-up {warm / mib:.1f} MiB, at the end {rss[-1] / mib:.1f} MiB, "
+            f"peak {max(rss) / mib:.1f} MiB over {len(rss)} samples"
+        )
         assert rss[-1] - warm < LONG_RSS_GROWTH, f"RSS grew {rss[-1] - warm} bytes after warm-up"
 
 
