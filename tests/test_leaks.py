@@ -1,0 +1,258 @@
+"""Leaks (issue 9, item 7): opening and closing 10,000 green sockets and 10,000
+green Pollers returns the process to its baseline of open fds, active hub
+watchers and live greenlets; a closed ZMQStream and a stopped background
+green device release everything they held.
+
+What is counted, and how:
+
+* open fds: the entries of ``/proc/self/fd``;
+* active hub watchers: libev's count of started watchers,
+  ``gevent.get_hub().loop.activecnt`` (gevent's libev and libuv loops both
+  expose it);
+* live greenlets: ``greenlet.greenlet`` objects found by ``gc.get_objects()``
+  that are not dead.
+
+libzmq closes a socket's mailbox fd in its reaper thread, a moment after
+``close()`` returns: the fd count is therefore *awaited* (polled with a bound,
+:data:`SETTLE_BOUND`), never slept for.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+
+import gevent
+import gevent.event
+import greenlet
+import pytest
+from conftest import TERM_BOUND, inproc_endpoint
+
+import greenzmq as zmq
+from greenzmq.devices import GreenProxy
+from greenzmq.eventloop import IOLoop, ZMQStream
+
+#: Sockets and pollers opened and closed per test (the issue's figure).
+SOCKETS = 10_000
+POLLERS = 10_000
+#: Sockets open at once: well under libzmq's default MAX_SOCKETS (1023), and
+#: large enough that each batch waits on many watchers at the same time.
+BATCH = 200
+#: Every POLL_TIMEOUT_EVERY-th poll waits out its (short) timeout; the others
+#: find the pipe or a socket ready. All 10,000 waiting would cost 10+ s alone.
+POLL_TIMEOUT_EVERY = 20
+POLL_TIMEOUT_MS = 1
+#: Slack allowed over the baseline: a fd or watcher the hub or libzmq creates
+#: lazily (e.g. gevent's threadpool or a resolver) must not fail the test,
+#: while a per-socket leak (10,000 of them) cannot hide below it.
+FD_SLACK = 4
+WATCHER_SLACK = 2
+GREENLET_SLACK = 2
+#: How long libzmq's reaper may take to close the fds of closed sockets.
+SETTLE_BOUND = 10.0
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def active_watchers() -> int:
+    return gevent.get_hub().loop.activecnt
+
+
+def live_greenlets() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
+
+
+def snapshot() -> dict[str, int]:
+    gc.collect()
+    return {"fds": open_fds(), "watchers": active_watchers(), "greenlets": live_greenlets()}
+
+
+SLACK = {"fds": FD_SLACK, "watchers": WATCHER_SLACK, "greenlets": GREENLET_SLACK}
+
+
+def assert_back_to(baseline: dict[str, int], what: str) -> dict[str, int]:
+    """Wait (bounded) until every count is within its slack of ``baseline``."""
+    deadline = time.monotonic() + SETTLE_BOUND
+    while True:
+        now = snapshot()
+        over = {k: now[k] - baseline[k] for k in baseline if now[k] - baseline[k] > SLACK[k]}
+        if not over:
+            return now
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: above baseline {baseline} by {over} (now {now})")
+        gevent.sleep(0.05)  # polling a condition with a bound, not syncing
+
+
+@pytest.fixture
+def context():
+    c = zmq.Context()
+    c.setsockopt(zmq.LINGER, 0)
+    # libzmq starts its reaper and io threads (and their fds) with the first socket
+    c.socket(zmq.PAIR).close()
+    yield c
+    with gevent.Timeout(TERM_BOUND, AssertionError("context did not terminate within the bound")):
+        c.destroy(linger=0)
+
+
+def _pair(context):
+    addr = inproc_endpoint("leak")
+    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    a.bind(addr)
+    b.connect(addr)
+    return a, b
+
+
+def _exercise(a, b):
+    """Make both sockets of a pair wait in the hub (start their fd watchers)."""
+    got = gevent.spawn(b.recv)
+    gevent.sleep(0)  # b.recv is now parked on b's watcher
+    a.send(b"ping")
+    assert got.get(timeout=SETTLE_BOUND) == b"ping"
+
+
+@pytest.mark.timeout(60)
+def test_10000_green_sockets_return_to_baseline(context):
+    # warm up: one full batch, so lazily created state (pools, caches) exists
+    a, b = _pair(context)
+    _exercise(a, b)
+    a.close()
+    b.close()
+    baseline = assert_back_to(snapshot(), "warm-up")
+
+    peak = 0
+    for _ in range(SOCKETS // BATCH):
+        pairs = [_pair(context) for _ in range(BATCH // 2)]
+        waiting = [gevent.spawn(b.recv) for _, b in pairs]
+        gevent.sleep(0)
+        peak = max(peak, active_watchers())
+        for a, _ in pairs:
+            a.send(b"x")
+        gevent.joinall(waiting, timeout=SETTLE_BOUND, raise_error=True)
+        assert all(g.value == b"x" for g in waiting)
+        for a, b in pairs:
+            a.close()
+            b.close()
+    assert peak >= baseline["watchers"] + BATCH // 2, "the batch did not wait on watchers: the test would be blind"
+    assert_back_to(baseline, f"after {SOCKETS} sockets")
+
+
+@pytest.mark.timeout(60)
+def test_10000_green_pollers_return_to_baseline(context):
+    a, b = _pair(context)
+    r, w = os.pipe()
+    try:
+
+        def one(i):
+            poller = zmq.Poller()
+            poller.register(b, zmq.POLLIN)
+            poller.register(r, zmq.POLLIN)
+            poller.register(a, zmq.POLLOUT if i % 2 else zmq.POLLIN)
+            if i % POLL_TIMEOUT_EVERY == 0:
+                # nothing ready (a registered for POLLIN): waits out the timeout in the hub
+                assert poller.poll(POLL_TIMEOUT_MS) == []
+            elif i % 3 == 0:
+                os.write(w, b"!")
+                events = dict(poller.poll(POLL_TIMEOUT_MS))
+                assert events.get(r) == zmq.POLLIN
+                os.read(r, 1)
+            else:
+                events = dict(poller.poll(POLL_TIMEOUT_MS))
+                assert (a in events) == bool(i % 2)
+            poller.unregister(r) if i % 4 == 0 else None  # both ways of letting go
+
+        def waiter_in_poll():
+            # a poll that is woken by a message, not by its timeout
+            poller = zmq.Poller()
+            poller.register(b, zmq.POLLIN)
+            poller.register(r, zmq.POLLIN)
+            return poller.poll(SETTLE_BOUND * 1000)
+
+        for i in range(POLL_TIMEOUT_EVERY):  # warm-up
+            one(i + 1)
+        baseline = assert_back_to(snapshot(), "warm-up")
+        t0 = time.monotonic()
+        for i in range(POLLERS):
+            one(i)
+            if i % BATCH == 0:
+                g = gevent.spawn(waiter_in_poll)
+                gevent.sleep(0)
+                a.send(b"wake")
+                assert dict(g.get(timeout=SETTLE_BOUND)) == {b: zmq.POLLIN}
+                assert b.recv() == b"wake"
+        elapsed = time.monotonic() - t0
+        assert_back_to(baseline, f"after {POLLERS} pollers ({elapsed:.1f} s)")
+    finally:
+        os.close(r)
+        os.close(w)
+        a.close()
+        b.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_zmqstream_releases_everything(context):
+    old = IOLoop.current(instance=False)
+    IOLoop.clear_current()
+    loop = IOLoop()
+    try:
+
+        def round_trip(n):
+            """n streams on n pairs: each receives one message through the loop, then all close."""
+            done = gevent.event.Event()
+            got = []
+            streams = []
+            for _ in range(n):
+                a, b = _pair(context)
+                s = ZMQStream(b, loop)
+                s.on_recv(lambda msg: (got.append(msg), len(got) == n and done.set()))
+                streams.append((a, s))
+            for a, _ in streams:
+                a.send_multipart([b"hello", b"stream"])
+            done.rawlink(lambda _: loop.stop())
+            with gevent.Timeout(SETTLE_BOUND, AssertionError("the loop did not deliver within the bound")):
+                loop.start()
+            assert got == [[b"hello", b"stream"]] * n
+            for a, s in streams:
+                s.close()
+                assert s.closed() and s.socket is None
+                a.close()
+
+        round_trip(1)  # warm-up: the loop's own state
+        baseline = assert_back_to(snapshot(), "warm-up")
+        for _ in range(10):
+            round_trip(BATCH // 2)
+        assert_back_to(baseline, "after closing ZMQStreams")
+    finally:
+        loop.close(all_fds=True)
+        IOLoop.clear_current()
+        if old is not None:
+            old.make_current()
+
+
+@pytest.mark.timeout(30)
+def test_a_stopped_green_proxy_releases_everything(context):
+    def run_proxy(messages):
+        front, back = inproc_endpoint("front"), inproc_endpoint("back")
+        proxy = GreenProxy(zmq.PULL, zmq.PUSH, context=context)
+        proxy.bind_in(front)
+        proxy.bind_out(back)
+        proxy.start()
+        push, pull = context.socket(zmq.PUSH), context.socket(zmq.PULL)
+        push.connect(front)
+        pull.connect(back)
+        for i in range(messages):
+            push.send(b"%d" % i)
+        assert [pull.recv() for _ in range(messages)] == [b"%d" % i for i in range(messages)]
+        # the proxy is now parked in a green poll on its sockets
+        proxy.stop(timeout=SETTLE_BOUND)
+        assert proxy.exception is None
+        push.close()
+        pull.close()
+
+    run_proxy(10)  # warm-up
+    baseline = assert_back_to(snapshot(), "warm-up")
+    for _ in range(50):
+        run_proxy(20)
+    assert_back_to(baseline, "after stopping 50 GreenProxy devices")
