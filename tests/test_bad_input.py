@@ -164,7 +164,9 @@ def test_pickle_refused_whatever_the_bytes(clean, data, codec):
         assert result.codec == codec and "refused" in result.reason
         assert result.__cause__ is None  # refused before any decoding
     result = _then_good(a, b, [data], lambda s: s.recv_pyobj())
-    assert isinstance(result, DeserializationError) and result.codec == "pickle" and "refused" in result.reason
+    assert (
+        isinstance(result, DeserializationError) and result.codec == "pickle" and "refused" in result.reason
+    )
 
 
 @pytest.mark.timeout(60)
@@ -181,9 +183,13 @@ def test_recv_objs_any_multipart_shape(clean, frames, codec):
 # -- arrays: arbitrary metadata and frame counts -------------------------------------------
 
 dtype_st = st.one_of(
-    st.sampled_from(["<f8", "|u1", ">i4", "<c16", "|b1", "<M8[ms]", "<U3", "|O", "|V4", "nonsense", "", "<f3"]),
+    st.sampled_from(
+        ["<f8", "|u1", ">i4", "<c16", "|b1", "<M8[ms]", "<U3", "|O", "|V4", "nonsense", "", "<f3"]
+    ),
     st.text(max_size=6),
-    st.lists(st.tuples(st.sampled_from(["a", "b", ""]), st.sampled_from(["<i4", "|O", ">f8", "x"])), max_size=3),
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", ""]), st.sampled_from(["<i4", "|O", ">f8", "x"])), max_size=3
+    ),
     st.integers(),
     st.none(),
 )
@@ -301,7 +307,7 @@ def _same(fn):
     for mod in (pyzmq, greenzmq):
         context = mod.Context()
         try:
-            results.append(_outcome(lambda: fn(mod, context)))
+            results.append(_outcome(lambda mod=mod, context=context: fn(mod, context)))
         finally:
             context.destroy(linger=0)
     plain, green = results

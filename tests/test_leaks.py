@@ -135,7 +135,9 @@ def test_10000_green_sockets_return_to_baseline(context):
         for a, b in pairs:
             a.close()
             b.close()
-    assert peak >= baseline["watchers"] + BATCH // 2, "the batch did not wait on watchers: the test would be blind"
+    assert peak >= baseline["watchers"] + BATCH // 2, (
+        "the batch did not wait on watchers: the test would be blind"
+    )
     assert_back_to(baseline, f"after {SOCKETS} sockets")
 
 
