@@ -108,8 +108,8 @@ from typing import Any, Callable
 
 import zmq
 from gevent import getcurrent
-from gevent.monkey import get_original
 from gevent.hub import get_hub
+from gevent.monkey import get_original
 from zmq.backend import Socket as _RawSocket
 
 from greenzmq.error import ForkedSocketError, WrongThreadError

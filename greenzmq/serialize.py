@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
-import zmq
 from zmq.utils import jsonapi
 
 from greenzmq.tracker import MessageTracker, green_tracker

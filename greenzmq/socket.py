@@ -9,8 +9,9 @@ Only the blocking edge is overridden: ``send``, ``recv``, ``send_multipart``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import zmq
 from zmq.backend import Socket as _RawSocket

@@ -42,7 +42,6 @@ alive) and referenced while somebody does (a wait without timeout is not a
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from typing import Any, Callable
 

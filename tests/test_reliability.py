@@ -6,7 +6,6 @@ Quick mode runs in CI. ``pytest --long`` adds the soak runs marked ``slow``
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
@@ -17,10 +16,10 @@ import time
 
 import gevent
 import gevent.event
-from gevent.lock import BoundedSemaphore
 import psutil
 import pytest
 from conftest import WAKE_BOUND, inproc_endpoint
+from gevent.lock import BoundedSemaphore
 
 import greenzmq as zmq
 
@@ -88,7 +87,7 @@ def _soak(ctx, spawn, total: int, sample_memory: bool = False) -> None:
     pp = Ledger()
     pulls = [ctx.socket(zmq.PULL) for _ in range(2)]
     pushes = [ctx.socket(zmq.PUSH) for _ in range(2)]
-    for i, pull in enumerate(pulls):
+    for pull in pulls:
         addr = inproc_endpoint("soak-pull")
         pull.bind(addr)
         for push in pushes:

@@ -16,11 +16,11 @@ import gevent.event
 import psutil
 import pytest
 import zmq as pyzmq
+from conftest import WAKE_BOUND, inproc_endpoint
 
 import greenzmq
 from greenzmq import tracker as tracker_mod
 from greenzmq.tracker import MessageTracker, green_tracker
-from conftest import WAKE_BOUND, inproc_endpoint
 
 #: Larger than pyzmq's COPY_THRESHOLD (64 KiB), so copy=False really shares the buffer.
 BIG = 100_000

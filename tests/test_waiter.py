@@ -23,7 +23,7 @@ def _echo_thread(ctx, endpoint, ready, stop):
     """A plain-pyzmq ROUTER echo in its own OS thread: an independent peer."""
     sock = ctx.socket(plainzmq.ROUTER)
     sock.linger = 0
-    endpoint.append("tcp://127.0.0.1:%d" % sock.bind_to_random_port("tcp://127.0.0.1"))
+    endpoint.append(f"tcp://127.0.0.1:{sock.bind_to_random_port('tcp://127.0.0.1')}")
     ready.set()
     poller = plainzmq.Poller()
     poller.register(sock, plainzmq.POLLIN)
