@@ -97,11 +97,14 @@ def context():
         c.destroy(linger=0)
 
 
-def _pair(context):
-    addr = inproc_endpoint("leak")
+def _pair(context, tcp: bool = False):
     a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
-    a.bind(addr)
-    b.connect(addr)
+    if tcp:
+        b.connect(f"tcp://127.0.0.1:{a.bind_to_random_port('tcp://127.0.0.1')}")
+    else:
+        addr = inproc_endpoint("leak")
+        a.bind(addr)
+        b.connect(addr)
     return a, b
 
 
@@ -113,32 +116,59 @@ def _exercise(a, b):
     assert got.get(timeout=SETTLE_BOUND) == b"ping"
 
 
-@pytest.mark.timeout(60)
-def test_10000_green_sockets_return_to_baseline(context):
-    # warm up: one full batch, so lazily created state (pools, caches) exists
-    a, b = _pair(context)
-    _exercise(a, b)
-    a.close()
-    b.close()
-    baseline = assert_back_to(snapshot(), "warm-up")
+#: How a batch's blocked receivers end: a message arrives, the wait is
+#: cancelled (gevent.Timeout and kill), or the socket is closed under it.
+ENDINGS = ("delivered", "cancelled", "closed")
+#: One batch in TCP_EVERY uses tcp://127.0.0.1 (real OS sockets in libzmq's io
+#: thread, closed asynchronously); the others inproc, which is faster.
+TCP_EVERY = 5
 
-    peak = 0
-    for _ in range(SOCKETS // BATCH):
-        pairs = [_pair(context) for _ in range(BATCH // 2)]
-        waiting = [gevent.spawn(b.recv) for _, b in pairs]
-        gevent.sleep(0)
-        peak = max(peak, active_watchers())
+
+def _batch(context, ending: str, tcp: bool) -> int:
+    """Open BATCH sockets, park a greenlet in recv on half of them, end the
+    waits the given way, close everything; return the watchers active at the peak."""
+    pairs = [_pair(context, tcp) for _ in range(BATCH // 2)]
+    waiting = [gevent.spawn(b.recv) for _, b in pairs]
+    gevent.sleep(0)  # every receiver is now parked on its socket's watcher
+    peak = active_watchers()
+    if ending == "delivered":
         for a, _ in pairs:
             a.send(b"x")
         gevent.joinall(waiting, timeout=SETTLE_BOUND, raise_error=True)
         assert all(g.value == b"x" for g in waiting)
-        for a, b in pairs:
-            a.close()
-            b.close()
+    elif ending == "cancelled":
+        half = len(waiting) // 2
+        gevent.killall(waiting[:half], timeout=SETTLE_BOUND)
+        for g in waiting[half:]:
+            g.kill(gevent.Timeout(), block=False)
+        gevent.joinall(waiting, timeout=SETTLE_BOUND)
+    for a, b in pairs:
+        a.close()
+        b.close()
+    if ending == "closed":
+        gevent.joinall(waiting, timeout=SETTLE_BOUND)
+        for g in waiting:
+            assert isinstance(g.exception, zmq.ZMQError) and g.exception.errno == zmq.ENOTSOCK, g.exception
+    assert all(g.dead for g in waiting)
+    return peak
+
+
+@pytest.mark.timeout(60)
+def test_10000_green_sockets_return_to_baseline(context):
+    # warm up: every kind of batch once, so lazily created state exists
+    for i, ending in enumerate(ENDINGS):
+        _batch(context, ending, tcp=i == 0)
+    baseline = assert_back_to(snapshot(), "warm-up")
+
+    peak = 0
+    t0 = time.monotonic()
+    for i in range(SOCKETS // BATCH):
+        peak = max(peak, _batch(context, ENDINGS[i % len(ENDINGS)], tcp=i % TCP_EVERY == 0))
+    elapsed = time.monotonic() - t0
     assert peak >= baseline["watchers"] + BATCH // 2, (
-        "the batch did not wait on watchers: the test would be blind"
+        "the batches did not wait on watchers: the test would be blind"
     )
-    assert_back_to(baseline, f"after {SOCKETS} sockets")
+    assert_back_to(baseline, f"after {SOCKETS} sockets ({elapsed:.1f} s)")
 
 
 @pytest.mark.timeout(60)
