@@ -19,7 +19,7 @@ import pytest
 from conftest import TERM_BOUND, WAKE_BOUND
 
 import greenzmq as zmq
-from greenzmq.auth import GreenAuthenticator, create_certificates, load_certificate
+from greenzmq.auth import CURVE_ALLOW_ANY, GreenAuthenticator, create_certificates, load_certificate
 from greenzmq.monitor import Monitor
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
@@ -254,3 +254,46 @@ def test_unknown_key_refused_while_known_clients_run_undisturbed(ctx, certificat
         assert auth.is_alive()
     finally:
         auth.stop()
+
+
+def _intruder_outcome(ctx, endpoint: str, server_public: bytes, keys) -> object:
+    """Connect one DEALER with ``keys`` (None: no CURVE at all) and return the
+    first handshake event libzmq reports for it."""
+    intruder = ctx.socket(zmq.DEALER)
+    intruder.linger = 0
+    events = (
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    )
+    with Monitor(intruder, events) as mon:
+        if keys is not None:
+            intruder.curve_serverkey = server_public
+            intruder.curve_publickey, intruder.curve_secretkey = keys
+        intruder.connect(endpoint)
+        ev = mon.recv(timeout=HANDSHAKE_BOUND)
+    intruder.close()
+    assert ev is not None, "no handshake outcome was reported"
+    return ev
+
+
+@pytest.mark.timeout(30)
+def test_the_refusal_comes_from_the_key_directory(ctx, certificates):
+    """Control for the test above: the same unknown key is accepted when the
+    authenticator allows any CURVE key, and refused again once the directory
+    is configured; a client without CURVE fails at the protocol level."""
+    keys, authorized = certificates
+    with GreenAuthenticator(ctx) as auth:
+        server, endpoint = curve_server(ctx, *keys["server"])
+        auth.configure_curve(domain="*", location=CURVE_ALLOW_ANY)
+        ev = _intruder_outcome(ctx, endpoint, keys["server"][0], keys["mallory"])
+        assert ev.event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        auth.configure_curve(domain="*", location=authorized)
+        ev = _intruder_outcome(ctx, endpoint, keys["server"][0], keys["mallory"])
+        assert (ev.event, ev.value) == (zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400)
+        ev = _intruder_outcome(ctx, endpoint, keys["server"][0], keys["alice"])
+        assert ev.event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        ev = _intruder_outcome(ctx, endpoint, keys["server"][0], None)
+        assert ev.event != zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert auth.is_alive()
