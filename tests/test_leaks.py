@@ -27,6 +27,7 @@ import gevent
 import gevent.event
 import greenlet
 import pytest
+import zmq as pyzmq
 from conftest import TERM_BOUND, inproc_endpoint
 
 import greenzmq as zmq
@@ -175,6 +176,7 @@ def test_10000_green_sockets_return_to_baseline(context):
 def test_10000_green_pollers_return_to_baseline(context):
     a, b = _pair(context)
     r, w = os.pipe()
+    plain_context = pyzmq.Context()
     try:
 
         def one(i):
@@ -202,8 +204,27 @@ def test_10000_green_pollers_return_to_baseline(context):
             poller.register(r, zmq.POLLIN)
             return poller.poll(SETTLE_BOUND * 1000)
 
+        def closed_under_poll():
+            # a poll parked on a green socket, a plain pyzmq socket and the pipe,
+            # woken by closing the green socket: ENOTSOCK, and nothing left behind
+            victim = context.socket(zmq.PULL)
+            victim.bind(inproc_endpoint("victim"))
+            plain = plain_context.socket(pyzmq.PULL)
+            plain.linger = 0
+            plain.bind(inproc_endpoint("plain"))
+            poller = zmq.Poller()
+            for item in (victim, plain, r):
+                poller.register(item, zmq.POLLIN)
+            g = gevent.spawn(poller.poll, SETTLE_BOUND * 1000)
+            gevent.sleep(0)  # the poll is parked (nothing is ready)
+            victim.close()
+            g.join(SETTLE_BOUND)
+            assert isinstance(g.exception, zmq.ZMQError) and g.exception.errno == zmq.ENOTSOCK, g.exception
+            plain.close()
+
         for i in range(POLL_TIMEOUT_EVERY):  # warm-up
             one(i + 1)
+        closed_under_poll()
         baseline = assert_back_to(snapshot(), "warm-up")
         t0 = time.monotonic()
         for i in range(POLLERS):
@@ -214,6 +235,7 @@ def test_10000_green_pollers_return_to_baseline(context):
                 a.send(b"wake")
                 assert dict(g.get(timeout=SETTLE_BOUND)) == {b: zmq.POLLIN}
                 assert b.recv() == b"wake"
+                closed_under_poll()
         elapsed = time.monotonic() - t0
         assert_back_to(baseline, f"after {POLLERS} pollers ({elapsed:.1f} s)")
     finally:
@@ -221,6 +243,7 @@ def test_10000_green_pollers_return_to_baseline(context):
         os.close(w)
         a.close()
         b.close()
+        plain_context.destroy(linger=0)
 
 
 @pytest.mark.timeout(30)
