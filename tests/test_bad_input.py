@@ -231,6 +231,31 @@ def test_recv_array_arbitrary_metadata(clean, meta, nbytes, raw_meta, copy):
         assert result.tobytes(order="A") == data[:nbytes]
 
 
+#: Metadata with a zero dimension beside one numpy cannot represent: the
+#: product is 0, which matches an empty data frame, so frames_to_array passes
+#: its checks and then calls np.zeros(shape) outside its try block.
+ZERO_BESIDE_HUGE = [[2**62, 0], [0, 2**70], [2**64, 0]]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="greenzmq bug (serialize.frames_to_array): np.zeros(shape) for an empty data frame runs outside "
+    "the try block, so numpy's plain ValueError escapes instead of DeserializationError",
+)
+@pytest.mark.parametrize("shape", ZERO_BESIDE_HUGE, ids=str)
+def test_recv_array_zero_size_with_an_impossible_dimension(clean, shape):
+    a, b = clean
+    md = json.dumps({"dtype": "<f8", "shape": shape}).encode()
+    a.send_multipart([md, b""])
+    a.send_json(GOOD)
+    try:
+        with pytest.raises(DeserializationError):
+            b.recv_array()
+    finally:
+        assert b.recv_json() == GOOD  # the message was consumed either way
+
+
 @pytest.mark.timeout(60)
 @PROPERTY
 @given(frames=st.lists(st.binary(max_size=24), max_size=5).filter(lambda f: len(f) != 2))
