@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 
 import gevent
@@ -311,3 +312,41 @@ def test_a_stopped_green_proxy_releases_everything(context):
     for _ in range(50):
         run_proxy(20)
     assert_back_to(baseline, "after stopping 50 GreenProxy devices")
+
+
+#: Contexts made and ended per way of ending them (each starts libzmq threads).
+CONTEXTS = 100
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ending", ["destroy", "term"])
+def test_contexts_ended_under_blocked_greenlets_release_everything(ending):
+    """A green context ended (destroy(linger=0), or term once its sockets are
+    closed) while a greenlet is blocked in recv: the greenlet wakes with
+    ContextTerminated, and the fds, watchers, greenlets and OS threads of
+    CONTEXTS such contexts are all given back."""
+
+    def one():
+        c = zmq.Context()
+        a, b = _pair(c)
+        waiter = gevent.spawn(b.recv)
+        gevent.sleep(0)  # parked in recv
+        if ending == "destroy":
+            c.destroy(linger=0)
+        else:
+            term = gevent.spawn(c.term)
+            waiter.join(SETTLE_BOUND)
+            a.close(linger=0)
+            b.close(linger=0)
+            term.join(SETTLE_BOUND)
+            assert term.successful(), term.exception
+        waiter.join(SETTLE_BOUND)
+        assert isinstance(waiter.exception, zmq.ContextTerminated), waiter.exception
+
+    one()  # warm-up
+    baseline = assert_back_to(snapshot(), "warm-up")
+    threads = threading.active_count()
+    for _ in range(CONTEXTS):
+        one()
+    assert_back_to(baseline, f"after {CONTEXTS} contexts ({ending})")
+    assert threading.active_count() <= threads
