@@ -19,6 +19,8 @@ off the socket: the socket stays usable and the next message is unaffected.
 
 from __future__ import annotations
 
+import codecs
+import json
 import pickle
 import zlib
 from collections.abc import Sequence
@@ -298,11 +300,13 @@ def frames_to_array(frames: Sequence[Any]) -> Any:
             expected *= n
         if expected != nbytes:
             raise ValueError(f"dtype {dtype} and shape {shape} need {expected} bytes, the data has {nbytes}")
+        # inside the guard too: numpy refuses some empty shapes it cannot represent
+        # (a zero next to a dimension past its limits)
+        if not nbytes:
+            return np.zeros(shape, dtype=dtype, order=order)
+        return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
     except Exception as exc:
         raise DeserializationError(_ARRAY, f"{type(exc).__name__}: {exc}", nbytes) from exc
-    if not nbytes:
-        return np.zeros(shape, dtype=dtype, order=order)
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
 
 
 # -- the socket and context sides -------------------------------------------------------
@@ -448,13 +452,25 @@ class SerializingSocketMixin:
     # -- pyzmq's receivers, with the one documented error ----------------------------
 
     def recv_string(self, flags: int = 0, encoding: str = "utf-8") -> str:
-        """As :meth:`zmq.Socket.recv_string`; undecodable bytes raise :class:`DeserializationError`."""
+        """As :meth:`zmq.Socket.recv_string`; undecodable bytes raise :class:`DeserializationError`.
+
+        An unknown ``encoding`` is the caller's mistake, not the peer's: it
+        raises :class:`LookupError` (or :class:`TypeError`) before anything is
+        received, as ``codecs.lookup`` does.
+        """
+        codecs.lookup(encoding)
         return self._deserialize(self.recv(flags), _Guard(encoding, lambda b: b.decode(encoding)))
 
     recv_unicode = recv_string
 
     def recv_json(self, flags: int = 0, **kwargs: Any) -> Any:
-        """As :meth:`zmq.Socket.recv_json`; invalid JSON raises :class:`DeserializationError`."""
+        """As :meth:`zmq.Socket.recv_json`; invalid JSON raises :class:`DeserializationError`.
+
+        Keyword arguments the JSON decoder does not take raise
+        :class:`TypeError` before anything is received.
+        """
+        decoder_kwargs = dict(kwargs)
+        (decoder_kwargs.pop("cls", None) or json.JSONDecoder)(**decoder_kwargs)
         return self._deserialize(self.recv(flags), _Guard("json", lambda b: jsonapi.loads(b, **kwargs)))
 
     def recv_pyobj(self, flags: int = 0) -> Any:
