@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import select
+import signal
+import subprocess
 import sys
 
 import gevent
@@ -99,3 +103,52 @@ def make_pair(ctx, transport):
 @pytest.fixture
 def python_exe():
     return sys.executable
+
+
+#: How long a started service process gets to print its banner, and to exit.
+SERVICE_BOUND = 60.0
+_SERVICE_BANNER = re.compile(r"zmq (?P<zmq>tcp://\S+) http (?P<http>\S+)")
+
+
+@pytest.fixture
+def service_proc():
+    """service_proc(*args) -> (proc, zmq_endpoint, http_url): `python -m greenzmq.service`
+    on ephemeral loopback ports; stopped with SIGTERM (then SIGKILL) at teardown."""
+    procs = []
+
+    def _start(*args):
+        cmd = [sys.executable, "-m", "greenzmq.service", "--zmq-port", "0", "--http-port", "0", *args]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        ready, _, _ = select.select([proc.stdout], [], [], SERVICE_BOUND)
+        line = proc.stdout.readline() if ready else ""
+        m = _SERVICE_BANNER.search(line)
+        assert m, f"no banner: {line!r}"
+        return proc, m["zmq"], m["http"]
+
+    yield _start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=SERVICE_BOUND)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture
+def loop():
+    """A fresh greenzmq IOLoop made current for the test, closed afterwards."""
+    from greenzmq.eventloop import IOLoop
+
+    old = IOLoop.current(instance=False)
+    IOLoop.clear_current()
+    io_loop = IOLoop()
+    yield io_loop
+    if io_loop.is_running():
+        io_loop.stop()
+    io_loop.close(all_fds=True)
+    IOLoop.clear_current()
+    if old is not None:
+        old.make_current()

@@ -12,30 +12,15 @@ import gevent
 import gevent.event
 import pytest
 import zmq as pyzmq
+from conftest import WAKE_BOUND
 from gevent.monkey import get_original
 
 import greenzmq as zmq
 from greenzmq.error import WrongThreadError
 from greenzmq.eventloop import IOLoop, PeriodicCallback, TimeoutHandle
-from tests.conftest import WAKE_BOUND
 
 OSThread = get_original("threading", "Thread")
 _blocking_sleep = get_original("time", "sleep")
-
-
-@pytest.fixture
-def loop():
-    """A fresh IOLoop made current for the test, closed afterwards."""
-    old = IOLoop.current(instance=False)
-    IOLoop.clear_current()
-    io_loop = IOLoop()
-    yield io_loop
-    if io_loop.is_running():
-        io_loop.stop()
-    io_loop.close()
-    IOLoop.clear_current()
-    if old is not None:
-        old.make_current()
 
 
 def run_until(loop: IOLoop, done: gevent.event.Event, bound: float = 10.0) -> None:

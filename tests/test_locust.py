@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import select
 import signal
 import socket
@@ -54,7 +53,6 @@ USERS = 10
 #: Polls of the web UI's stats while the run goes on (bounded loop).
 WEB_POLLS = 200
 WEB_POLL_INTERVAL = 0.1
-_BANNER = re.compile(r"zmq (?P<zmq>tcp://\S+) http (?P<http>\S+)")
 
 
 # ---------------------------------------------------------------- in process
@@ -226,31 +224,6 @@ def test_user_socket_closed_when_its_greenlet_ends(env, ctx, endpoint):
 # ------------------------------------------------------- real locust runs
 
 
-@pytest.fixture
-def service_proc():
-    procs = []
-
-    def _start(*args):
-        cmd = [sys.executable, "-m", "greenzmq.service", "--zmq-port", "0", "--http-port", "0", *args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        procs.append(proc)
-        ready, _, _ = select.select([proc.stdout], [], [], PROC_BOUND)
-        line = proc.stdout.readline() if ready else ""
-        m = _BANNER.search(line)
-        assert m, f"no banner: {line!r}"
-        return m["zmq"], m["http"]
-
-    yield _start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=PROC_BOUND)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -278,7 +251,7 @@ def check_totals(path, http):
 
 @pytest.mark.timeout(90)
 def test_headless_run_against_the_service(service_proc, tmp_path):
-    zmq_endpoint, http = service_proc()
+    _, zmq_endpoint, http = service_proc()
     totals = tmp_path / "totals.json"
     run = subprocess.run(
         locust_cmd("--headless", "-u", str(USERS), "-r", str(USERS), "-t", RUN_TIME, "--host", zmq_endpoint)
@@ -295,7 +268,7 @@ def test_headless_run_against_the_service(service_proc, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_master_with_two_workers_aggregates(service_proc, tmp_path):
-    zmq_endpoint, http = service_proc()
+    _, zmq_endpoint, http = service_proc()
     port = free_port()
     totals = tmp_path / "totals.json"
     worker_args = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
@@ -329,7 +302,7 @@ def test_master_with_two_workers_aggregates(service_proc, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_processes_2_aggregates(service_proc, tmp_path):
-    zmq_endpoint, http = service_proc()
+    _, zmq_endpoint, http = service_proc()
     port = free_port()
     totals = tmp_path / "totals.json"
     run = subprocess.run(
@@ -347,7 +320,7 @@ def test_processes_2_aggregates(service_proc, tmp_path):
 
 @pytest.mark.timeout(90)
 def test_web_ui_shows_zmq_requests(service_proc, tmp_path):
-    zmq_endpoint, http = service_proc()
+    _, zmq_endpoint, http = service_proc()
     port = free_port()
     proc = subprocess.Popen(
         locust_cmd("--web-host", "127.0.0.1", "--web-port", str(port), "--autostart", "--autoquit", "0")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
-import select
 import signal
 import subprocess
 import sys
@@ -32,7 +30,6 @@ PROC_BOUND = 30.0
 #: Polls of /stats while waiting for the service to accept requests (bounded loop).
 STATS_POLLS = 200
 STATS_POLL_INTERVAL = 0.05
-_BANNER = re.compile(r"zmq (?P<zmq>tcp://\S+) http (?P<http>\S+)")
 
 
 def _req(ctx, endpoint):
@@ -191,27 +188,6 @@ def test_http_front_answers_504_when_workers_are_too_slow_and_502_on_handler_err
 
 
 # ------------------------------------------------------------- the real CLI
-
-
-@pytest.fixture
-def service_proc():
-    procs = []
-
-    def _start(*args):
-        cmd = [sys.executable, "-m", "greenzmq.service", "--zmq-port", "0", "--http-port", "0", *args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        procs.append(proc)
-        ready, _, _ = select.select([proc.stdout], [], [], PROC_BOUND)
-        line = proc.stdout.readline() if ready else ""
-        m = _BANNER.search(line)
-        assert m, f"no banner: {line!r}"
-        return proc, m["zmq"], m["http"]
-
-    yield _start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=PROC_BOUND)
 
 
 def _get(url, data=None, timeout=PROC_BOUND):

@@ -14,25 +14,10 @@ import gevent.socket
 import gevent.subprocess
 import pytest
 import zmq as pyzmq
+from conftest import inproc_endpoint
 
 import greenzmq as zmq
 from greenzmq.eventloop import IOLoop, ZMQStream
-from tests.conftest import inproc_endpoint
-
-
-@pytest.fixture
-def loop():
-    """A fresh IOLoop made current for the test, closed afterwards."""
-    old = IOLoop.current(instance=False)
-    IOLoop.clear_current()
-    io_loop = IOLoop()
-    yield io_loop
-    if io_loop.is_running():
-        io_loop.stop()
-    io_loop.close(all_fds=True)
-    IOLoop.clear_current()
-    if old is not None:
-        old.make_current()
 
 
 @pytest.fixture
