@@ -22,6 +22,7 @@ from bench.workloads import (
     bind_endpoint,
     cpu_seconds,
     now,
+    open_idle_sockets,
     rss_bytes,
 )
 
@@ -137,17 +138,7 @@ async def _echo_clients(sockets: int, tasks: int, n: int, size: int, transport: 
 async def _idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
     socket = Sockets(zmq.asyncio)
     try:
-        push = socket(zmq.PUSH)
-        endpoint = bind_endpoint(push, "inproc")
-        gc.collect()
-        rss0 = rss_bytes()
-        pulls = []
-        for _ in range(sockets):
-            pull = socket(zmq.PULL)
-            pull.connect(endpoint)
-            pulls.append(pull)
-        gc.collect()
-        rss_sockets = rss_bytes()
+        push, pulls, rss0, rss_sockets = open_idle_sockets(socket, zmq, sockets)
         tasks = [asyncio.ensure_future(pull.recv()) for pull in pulls]
         await asyncio.sleep(SETTLE_SECONDS)
         cpu0, t0 = cpu_seconds(), now()

@@ -23,6 +23,7 @@ from bench.workloads import (
     bind_endpoint,
     cpu_seconds,
     now,
+    open_idle_sockets,
     rss_bytes,
 )
 
@@ -180,17 +181,7 @@ def idle_scale(sockets: int, idle_seconds: float) -> dict[str, float]:
     """``sockets`` PULL sockets registered in one zmq.Poller, the thread blocked in poll."""
     socket = Sockets(zmq)
     try:
-        push = socket(zmq.PUSH)
-        endpoint = bind_endpoint(push, "inproc")
-        gc.collect()
-        rss0 = rss_bytes()
-        pulls = []
-        for _ in range(sockets):
-            pull = socket(zmq.PULL)
-            pull.connect(endpoint)
-            pulls.append(pull)
-        gc.collect()
-        rss_sockets = rss_bytes()
+        push, pulls, rss0, rss_sockets = open_idle_sockets(socket, zmq, sockets)
         poller = zmq.Poller()
         for pull in pulls:
             poller.register(pull, _POLLIN)

@@ -140,6 +140,24 @@ class ExternalPeer:
         self.proc.stdout.close()
 
 
+def open_idle_sockets(socket: Any, z: Any, count: int) -> tuple[Any, list[Any], int, int]:
+    """One PUSH bound on inproc and ``count`` PULLs connected to it, made with
+    the ``socket`` factory of module ``z``; with the resident memory just
+    before and just after creating the PULLs (the idle-scale workload of
+    every competitor measures from the same starting point)."""
+    push = socket(z.PUSH)
+    endpoint = bind_endpoint(push, "inproc")
+    gc.collect()
+    rss0 = rss_bytes()
+    pulls = []
+    for _ in range(count):
+        pull = socket(z.PULL)
+        pull.connect(endpoint)
+        pulls.append(pull)
+    gc.collect()
+    return push, pulls, rss0, rss_bytes()
+
+
 def rss_bytes() -> int:
     """Resident set size of this process now (psutil when installed, else /proc)."""
     try:
@@ -311,17 +329,7 @@ def idle_scale(rt: Runtime, sockets: int, idle_seconds: float) -> dict[str, floa
     z = rt.zmq
     socket = Sockets(z)
     try:
-        push = socket(z.PUSH)
-        endpoint = bind_endpoint(push, "inproc")
-        gc.collect()
-        rss0 = rss_bytes()
-        pulls = []
-        for _ in range(sockets):
-            pull = socket(z.PULL)
-            pull.connect(endpoint)
-            pulls.append(pull)
-        gc.collect()
-        rss_sockets = rss_bytes()
+        push, pulls, rss0, rss_sockets = open_idle_sockets(socket, z, sockets)
         tasks = [rt.spawn(pull.recv) for pull in pulls]
         rt.sleep(SETTLE_SECONDS)
         cpu0, t0 = cpu_seconds(), now()
