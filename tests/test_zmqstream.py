@@ -14,7 +14,7 @@ import gevent.socket
 import gevent.subprocess
 import pytest
 import zmq as pyzmq
-from conftest import inproc_endpoint
+from conftest import WAKE_BOUND, inproc_endpoint
 
 import greenzmq as zmq
 from greenzmq.eventloop import IOLoop, ZMQStream
@@ -374,6 +374,84 @@ def test_stream_and_greenlets_share_a_socket(loop, streams, spawn):
         push.send(b"%d" % i)
     run_until(loop, done)
     assert sorted(by_stream + by_greenlet, key=int) == [b"%d" % i for i in range(n)]
+
+
+def test_stream_sends_do_not_strand_a_greenlet_receiving_on_the_same_socket(loop, ctx, spawn):
+    """The stream sends through pyzmq directly, which can consume the ZMQ_FD
+    edge that a greenlet blocked in recv on the same socket waits for. The
+    core's rule (an EVENTS check after such a call: scheduled by the stream,
+    and by its handler's re-arming) must wake that greenlet, or it sleeps
+    forever with replies waiting. (Fails with both checks removed.)"""
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    n, rounds = 200, 20
+    spawn(_echo, router, n * rounds)
+    stream = ZMQStream(dealer, loop)  # sends only: the greenlet receives
+    got = []
+    done = gevent.event.Event()
+
+    def reader():
+        for _ in range(n * rounds):
+            with gevent.Timeout(WAKE_BOUND * 5, AssertionError(f"reader stranded after {len(got)}")):
+                got.append(dealer.recv())
+        done.set()
+
+    def writer():
+        for r in range(rounds):  # bursts, so that replies arrive while the stream sends
+            for i in range(n):
+                stream.send(b"%d" % (r * n + i))
+            gevent.sleep(0)
+
+    spawn(reader)
+    spawn(writer)
+    run_until(loop, done)
+    assert got == [b"%d" % i for i in range(n * rounds)]
+    stream.close()
+
+
+def test_stream_recvs_do_not_strand_a_greenlet_sending_on_the_same_socket(loop, ctx, spawn):
+    """As above, the other way: the stream's direct recvs can consume the edge
+    that tells a greenlet blocked in send (high-water mark) that there is room."""
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.sndhwm = 0  # a ROUTER drops what exceeds its high-water mark: never here
+    router.rcvhwm = 10
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.sndhwm = 10  # the writer blocks often: its wake-up is what is tested
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    n = 3000
+    spawn(_echo, router, n)
+    stream = ZMQStream(dealer, loop)
+    got = []
+    done = gevent.event.Event()
+
+    def on_recv(msg):
+        got.append(msg[0])
+        if len(got) == n:
+            done.set()
+
+    stream.on_recv(on_recv)
+
+    def writer():
+        for i in range(n):
+            with gevent.Timeout(WAKE_BOUND * 5, AssertionError(f"writer stranded at {i}")):
+                dealer.send(b"%d" % i)
+
+    spawn(writer)
+    run_until(loop, done)
+    assert got == [b"%d" % i for i in range(n)]
+    stream.close()
+
+
+def _echo(router, count):
+    for _ in range(count):
+        router.send_multipart(router.recv_multipart())
 
 
 # -- pyzmq issue 374: many processes pushing into one stream ---------------------------------

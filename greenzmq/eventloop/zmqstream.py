@@ -25,10 +25,10 @@ from zmq.utils import jsonapi
 
 from greenzmq.eventloop.ioloop import IOLoop
 from greenzmq.socket import Socket as _GreenSocket
-from greenzmq.socket import _checked_parts
+from greenzmq.socket import _checked_parts, _recv_message
 
-_raw_get = _RawSocket.get
 _raw_recv = _RawSocket.recv
+_raw_send = _RawSocket.send
 
 __all__ = ["ZMQStream"]
 
@@ -53,6 +53,16 @@ _NOT_NOW = (zmq.EAGAIN, zmq.EFSM)
 MAX_MESSAGES_PER_EVENT = 1024
 
 SendCallback = Callable[[list, Any], Any]
+#: One queued message: ``(parts, flags, copy, track, callback)``, or just the
+#: bytes of a one-frame message sent with the defaults (the common case: no
+#: tuple or list to allocate, nothing for the garbage collector to track).
+_Queued = "tuple[list, int, bool, bool, SendCallback | None] | bytes"
+
+
+def _expand(entry: Any) -> tuple[list, int, bool, bool, SendCallback | None]:
+    if type(entry) is bytes:
+        return [entry], 0, True, False, None
+    return entry
 
 
 class ZMQStream:
@@ -96,7 +106,7 @@ class ZMQStream:
             )
         self.socket = socket
         self.io_loop = io_loop or IOLoop.current()
-        self._send_queue: deque[tuple[list, int, bool, bool, SendCallback | None]] = deque()
+        self._send_queue: deque[_Queued] = deque()
         self._recv_callback: Callable[[list], Any] | None = None
         self._recv_copy = True
         self._send_callback: SendCallback | None = None
@@ -210,10 +220,18 @@ class ZMQStream:
         **kwargs: Any,
     ) -> None:
         """Queue a one-frame message (see :meth:`send_multipart`)."""
-        if self.socket is None or kwargs or type(msg) is not bytes:
+        if (
+            self.socket is None
+            or kwargs
+            or type(msg) is not bytes
+            or flags & ~_DONTWAIT
+            or not copy
+            or track
+            or callback is not None
+        ):
             self.send_multipart([msg], flags=flags, copy=copy, track=track, callback=callback, **kwargs)
             return
-        self._send_queue.append(([msg], flags & ~_DONTWAIT, copy, track, callback))
+        self._send_queue.append(msg)  # the defaults: see _Queued
         if not self._state & _WRITE:
             self._rebuild_state()
 
@@ -301,17 +319,26 @@ class ZMQStream:
         self._rebuild_state()
 
     def _recv_one(self) -> list | None:
-        """One message, or None when there is none (or the socket failed: then closed)."""
+        """One message, or None when there is none (or the socket failed: then closed).
+
+        Calls pyzmq's non-blocking ``recv`` directly (through the green
+        socket's :func:`~greenzmq.socket._recv_message`, which frames the
+        message with ``Frame.more`` instead of a ``getsockopt(RCVMORE)`` per
+        frame), then keeps the core's rule (:mod:`greenzmq._waiter`): that
+        call may have consumed the ``ZMQ_FD`` edge, so if a greenlet waits on
+        this socket its ``EVENTS`` check is scheduled.
+        """
         sock = self.socket
-        copy = self._recv_copy
+        w = sock._waiters
+        if w.readers:
+            return None  # a greenlet blocked in recv goes first: never take its message
         try:
-            msg = [sock.recv(_DONTWAIT, copy)]  # the green fast path: keeps the waiter's rule
+            msg = _recv_message(sock, _DONTWAIT, self._recv_copy, False)
         except zmq.ZMQError as exc:
+            msg = None
             self._recv_failed(exc)
-            return None
-        # libzmq delivers a multipart message whole: the rest is already here
-        while _raw_get(sock, _RCVMORE):
-            msg.append(_raw_recv(sock, _DONTWAIT, copy, False))
+        if w.armed and not w.pending:
+            w.schedule(sock)
         return msg
 
     def _recv_failed(self, exc: zmq.ZMQError) -> None:
@@ -324,15 +351,23 @@ class ZMQStream:
             logger.error("%r: recv failed: %s", self, exc)
 
     def _handle_recv(self, limit: int) -> int:
+        # _recv_one, inlined: this loop runs once per message
+        sock = self.socket
+        w = sock._waiters
         count = 0
-        recv_one = self._recv_one
         while count < limit:
             callback = self._recv_callback
-            if callback is None or self.socket is None:
+            if callback is None or self.socket is not sock or w.readers:
+                break  # (a greenlet blocked in recv goes first)
+            try:
+                msg = _recv_message(sock, _DONTWAIT, self._recv_copy, False)
+            except zmq.ZMQError as exc:
+                if w.armed and not w.pending:
+                    w.schedule(sock)
+                self._recv_failed(exc)
                 break
-            msg = recv_one()
-            if msg is None:
-                break
+            if w.armed and not w.pending:
+                w.schedule(sock)  # before user code, which may switch
             count += 1
             try:
                 callback(msg)
@@ -355,34 +390,67 @@ class ZMQStream:
         return count
 
     def _handle_send(self, limit: int) -> int:
-        """Send the queue, in order, until the socket would block; return how many."""
+        """Send the queue, in order, until the socket would block; return how many.
+
+        One-frame messages queued with the defaults go out through pyzmq's
+        non-blocking ``send`` directly; the core's rule is kept by scheduling
+        the ``EVENTS`` check for waiting greenlets before any callback runs
+        and once at the end. Anything else takes the green ``send_multipart``.
+        """
         queue = self._send_queue
         sock = self.socket
+        w = sock._waiters
         count = 0
-        while queue and count < limit:
-            parts, flags, copy, track, callback = queue[0]
-            try:
-                if len(parts) == 1:
-                    status = sock.send(parts[0], flags | _DONTWAIT, copy, track)
+        try:
+            while queue and count < limit:
+                entry = queue[0]
+                if type(entry) is bytes:
+                    if w.writers:
+                        break  # greenlets blocked in send go first
+                    callback = None
+                    try:
+                        status = _raw_send(sock, entry, _DONTWAIT, True, False)
+                    except zmq.Again:
+                        break
+                    except zmq.ZMQError as exc:
+                        if not self._send_refused(exc):
+                            break
+                        status = exc
                 else:
-                    status = sock.send_multipart(parts, flags | _DONTWAIT, copy=copy, track=track)
-            except zmq.Again:
-                break
-            except zmq.ZMQError as exc:
-                if isinstance(exc, zmq.ContextTerminated) or exc.errno == zmq.ENOTSOCK:
-                    logger.warning("%r: send failed (%s); closing the stream", self, exc)
-                    self.close()
-                    break
-                # refused for this message only (EHOSTUNREACH, EFSM, ...): report, go on
-                logger.error("%r: send failed: %s", self, exc)
-                status = exc
-            queue.popleft()
-            count += 1
-            if callback is not None or self._send_callback is not None:
-                self._sent(parts, status, callback)
-                if self.socket is not sock:  # a callback closed the stream
-                    break
+                    parts, flags, copy, track, callback = entry
+                    try:
+                        if len(parts) == 1:
+                            status = sock.send(parts[0], flags | _DONTWAIT, copy, track)
+                        else:
+                            status = sock.send_multipart(parts, flags | _DONTWAIT, copy=copy, track=track)
+                    except zmq.Again:
+                        break
+                    except zmq.ZMQError as exc:
+                        if not self._send_refused(exc):
+                            break
+                        status = exc
+                queue.popleft()
+                count += 1
+                if callback is not None or self._send_callback is not None:
+                    if w.armed and not w.pending:
+                        w.schedule(sock)  # before user code, which may switch
+                    self._sent(_expand(entry)[0], status, callback)
+                    if self.socket is not sock:  # a callback closed the stream
+                        break
+        finally:
+            if w.armed and not w.pending:
+                w.schedule(sock)
         return count
+
+    def _send_refused(self, exc: zmq.ZMQError) -> bool:
+        """Handle a send error other than EAGAIN; True if only this message was refused."""
+        if isinstance(exc, zmq.ContextTerminated) or exc.errno == zmq.ENOTSOCK:
+            logger.warning("%r: send failed (%s); closing the stream", self, exc)
+            self.close()
+            return False
+        # refused for this message only (EHOSTUNREACH, EFSM, ...): report, go on
+        logger.error("%r: send failed: %s", self, exc)
+        return True
 
     def _sent(self, parts: list, status: Any, callback: SendCallback | None) -> None:
         if callback is not None:
@@ -478,7 +546,7 @@ class ZMQStream:
         seconds = None if linger < 0 else linger / 1000.0
         with _GeventTimeout(seconds if can_wait else None, False):
             while self._send_queue:
-                parts, flags, copy, track, callback = self._send_queue[0]
+                parts, flags, copy, track, callback = _expand(self._send_queue[0])
                 try:
                     status = sock.send_multipart(
                         parts, flags | (0 if can_wait else _DONTWAIT), copy=copy, track=track
