@@ -226,14 +226,18 @@ class Socket(SerializingSocketMixin, zmq.Socket):
                 if w.armed and not w.pending:
                     w.schedule(self)
                 return msg
-            if w.armed and not w.pending:
-                w.schedule(self)
-            if flags & _DONTWAIT:
-                raise _again()
-            attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
-            return w.wait(self, w.readers, attempt, self._rcvtimeo, check=False, fresh=True)
+            return self._wait_after_again(w, _raw_recv, flags, copy, track)
         attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
         return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
+
+    def _wait_after_again(self, w: Waiters, receive: Any, flags: int, copy: bool, track: bool) -> Any:
+        """The rest of an inlined receive whose first attempt met EAGAIN: queue and wait."""
+        if w.armed and not w.pending:
+            w.schedule(self)  # that failed attempt may have consumed the fd's edge
+        if flags & _DONTWAIT:
+            raise _again()
+        attempt = partial(receive, self, flags | _DONTWAIT, copy, track)
+        return w.wait(self, w.readers, attempt, self._rcvtimeo, check=False, fresh=True)
 
     def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
         """Receive a whole multipart message, blocking only this greenlet.
@@ -245,9 +249,17 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         w = self._waiters
         if w.thread != get_ident():
             w.check_thread()
-        return self._blocking(
-            w, w.readers, _RCVTIMEO, partial(_recv_message, self, flags | _DONTWAIT, copy, track), flags
-        )
+        if not w.readers:
+            # the common case, inlined as in recv: nobody waits ahead of us
+            try:
+                msg = _recv_message(self, flags | _DONTWAIT, copy, track)
+            except zmq.Again:
+                return self._wait_after_again(w, _recv_message, flags, copy, track)
+            if w.armed and not w.pending:
+                w.schedule(self)
+            return msg
+        attempt = partial(_recv_message, self, flags | _DONTWAIT, copy, track)
+        return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
 
     def recv_into(self, buffer: Any, /, *, nbytes: int = 0, flags: int = 0) -> int:
         """Receive one frame into ``buffer``, blocking only this greenlet.
@@ -352,7 +364,7 @@ def _recv_message(sock: Socket, flags: int, copy: bool, track: bool) -> list[Any
     # Frame for free (pyzmq reads it in C), while asking for RCVMORE after a
     # bytes recv is a getsockopt through pyzmq's option lookup (about 0.5 us),
     # dearer than the Frame and its ``.bytes`` copy together (the same copy
-    # recv(copy=True) makes): 25-35 % less per message, see bench/recv_framing.py.
+    # recv(copy=True) makes): 25-35 % less per message (bench/bench_framing.py).
     # libzmq delivers multipart messages atomically: once the first frame is
     # here, the rest are too, so the later recvs never raise Again.
     frame = _raw_recv(sock, flags, False, track and not copy)

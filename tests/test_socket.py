@@ -11,7 +11,7 @@ import weakref
 import gevent
 import gevent.event
 import pytest
-from conftest import WAKE_BOUND
+from conftest import WAKE_BOUND, inproc_endpoint
 
 import greenzmq as zmq
 
@@ -61,6 +61,37 @@ def test_dontwait_does_not_overtake_waiters(make_pair, spawn):
         pull.recv(zmq.DONTWAIT)
     push.send(b"first")
     assert waiter.get(timeout=5) == b"first"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+def test_recv_multipart_frames_every_message_exactly(ctx, spawn, transport):
+    """recv_multipart frames messages by each Frame's more flag (not RCVMORE):
+    empty, small and zero-copy-sized frames, bytes and Frames, on the fast path
+    and after waiting, come back exactly as sent and never run into the next."""
+    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    for s in (push, pull):
+        s.linger = 0
+    if transport == "tcp":
+        push.connect(f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}")
+    else:
+        endpoint = inproc_endpoint()
+        pull.bind(endpoint)
+        push.connect(endpoint)
+    big = bytes(range(256)) * 1024  # 256 KiB: above pyzmq's copy threshold
+    messages = [[b"one"], [b"", b"a", b""], [b"head", big], [big], [b"x"] * 7, [b"last"]]
+    for msg in messages:
+        push.send_multipart(msg)
+    got = [pull.recv_multipart() for _ in range(3)]
+    frames = [pull.recv_multipart(copy=False) for _ in range(3)]
+    assert got == messages[:3] and all(type(p) is bytes for m in got for p in m)
+    assert [[f.bytes for f in m] for m in frames] == messages[3:]
+    assert [[f.more for f in m] for m in frames] == [[False], [True] * 6 + [False], [False]]
+    waiter = spawn(pull.recv_multipart)  # the slow path: nothing there yet
+    gevent.sleep(0.01)
+    push.send_multipart([b"late", b""])
+    assert waiter.get(timeout=WAKE_BOUND) == [b"late", b""]
+    with pytest.raises(zmq.Again):
+        pull.recv_multipart(zmq.DONTWAIT)
 
 
 def test_waiters_served_first_come_first_served(make_pair, spawn):
