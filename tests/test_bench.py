@@ -173,3 +173,33 @@ def test_wait_cost_prints_its_breakdown():
         assert row in proc.stdout
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(row))
         assert re.search(r"\| -?[\d,]+ \|$", line), line
+
+
+@pytest.mark.timeout(CLI_BOUND + 10)
+def test_bench_framing_prints_every_method_for_both_transports():
+    proc = _run(["bench/bench_framing.py", "--reps", "1", "--messages", "200", "--frames", "2"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("# Receiving whole messages: 2 x 100 B frames") == 2
+    for row in (
+        "| bytes + getsockopt(RCVMORE) |",
+        "| Frame + .more + .bytes |",
+        "| greenzmq recv_multipart |",
+        "| pyzmq recv_multipart (plain shadow) |",
+        "| recv only (no framing; floor) |",
+    ):
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(row)]
+        assert len(lines) == 2, (row, proc.stdout)
+        assert all(re.search(r"\| [\d,]+ \[[\d,]+, [\d,]+\] \| \d+\.\d\d \|$", ln) for ln in lines), lines
+
+
+@pytest.mark.timeout(CLI_BOUND + 10)
+def test_bench_eventloop_prints_its_three_workloads():
+    proc = _run(["bench/bench_eventloop.py", "--reps", "1", "--messages", "300", "--round-trips", "30"])
+    assert proc.returncode == 0, proc.stderr
+    for row in (
+        "| REQ/REP echo round trips/s |",
+        "| PUSH→PULL messages/s |",
+        "| PUSH→PULL messages/s, green loop with recv_multipart |",
+    ):
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(row))
+        assert re.search(r"\| \d+\.\d\d \((met|NOT met)\) \|$", line), line
