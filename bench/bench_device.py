@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_device.py                   # all kinds, 200,000 messages of 100 bytes
+    python bench/bench_device.py                   # all kinds, 5 rounds of 200,000 messages of 100 bytes
     python bench/bench_device.py -n 50000 --repeat 3 --kinds greenzmq,libzmq
 
 For each device kind the proxy runs in this process between a PULL frontend and
@@ -19,7 +19,15 @@ first to the last. The kinds:
 
 While a green device forwards, a "ticker" greenlet sleeps 1 ms in a loop and
 records how late each wake-up is: the hub's responsiveness under load.
-Prints one row per kind (best of ``--repeat``) and the ratios.
+
+Every round runs each kind once, back to back, so the load of a shared machine
+falls on all kinds alike. Prints one row per kind (the median rate over the
+rounds, with its range, and the median ticker lateness) and the ratios: the
+median of the per-round ratios, with their range. On a 2-core machine the
+producer, the consumer and the device compete for the cores, so the C proxy's
+rate (bounded by the Python producer and consumer) varies from round to round
+far more than the green device's: per-round pairs and medians keep one lucky
+or unlucky round from deciding the ratio.
 """
 
 from __future__ import annotations
@@ -259,6 +267,19 @@ def _libzmq(count: int, size: int) -> dict[str, float]:
     return _run_green(greenzmq, start, count, size)
 
 
+#: The ticker's lateness figures of one run.
+TICK_KEYS = ("tick_p50_ms", "tick_p99_ms", "tick_max_ms")
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} [{min(values):,.0f}, {max(values):,.0f}]"
+
+
+def _paired(runs: list[dict[str, float]], base: list[dict[str, float]]) -> list[float]:
+    """Per-round ratios of rates: each round ran both kinds back to back."""
+    return [r["rate"] / b["rate"] for r, b in zip(runs, base)]
+
+
 KINDS: dict[str, Callable[[int, int], dict[str, float]]] = {
     "greenzmq": _greenzmq,
     "greenzmq-bg": _greenzmq_bg,
@@ -273,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-n", "--count", type=int, default=200_000, help="messages per run (default 200000)")
     p.add_argument("-s", "--size", type=int, default=100, help="message size in bytes (default 100)")
-    p.add_argument("--repeat", type=int, default=1, help="runs per kind; the best is reported")
+    p.add_argument("--repeat", type=int, default=5, help="rounds; each runs every kind once (default 5)")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, from {','.join(KINDS)}")
     p.add_argument("--role", choices=["producer", "consumer"], help=argparse.SUPPRESS)
     p.add_argument("--addr", help=argparse.SUPPRESS)
@@ -288,33 +309,34 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or args.count < 2 or args.repeat < 1:
         p.error(f"unknown kinds {unknown}" if unknown else "need --count >= 2 and --repeat >= 1")
-    results: dict[str, dict[str, float]] = {}
-    print(f"{args.count} messages of {args.size} bytes, best of {args.repeat}")
-    print(f"{'kind':<12} {'msgs/s':>12} {'tick p50 ms':>12} {'tick p99 ms':>12} {'tick max ms':>12}")
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     # Round-robin over the kinds, so that the load of a shared machine at any
-    # moment falls on every kind alike; each kind keeps its best run.
+    # moment falls on every kind alike; ratios are taken within each round.
     for _ in range(args.repeat):
         for kind in kinds:
-            run = KINDS[kind](args.count, args.size)
-            if kind not in results or run["rate"] > results[kind]["rate"]:
-                results[kind] = run
+            runs[kind].append(KINDS[kind](args.count, args.size))
+    print(f"{args.count} messages of {args.size} bytes, {args.repeat} rounds: median [min, max]")
+    print(f"{'kind':<12} {'msgs/s':>34} {'tick p50 ms':>12} {'tick p99 ms':>12} {'tick max ms':>12}")
     for kind in kinds:
-        best = results[kind]
+        rates = [r["rate"] for r in runs[kind]]
+        ticks = {key: statistics.median(r[key] for r in runs[kind]) for key in TICK_KEYS}
         print(
-            f"{kind:<12} {best['rate']:>12,.0f} {best['tick_p50_ms']:>12.3f} "
-            f"{best['tick_p99_ms']:>12.3f} {best['tick_max_ms']:>12.3f}",
+            f"{kind:<12} {_spread(rates):>34} {ticks['tick_p50_ms']:>12.3f} "
+            f"{ticks['tick_p99_ms']:>12.3f} {ticks['tick_max_ms']:>12.3f}",
             flush=True,
         )
-    base = results.get("libzmq")
-    slow = results.get("zmq.green")
-    for kind, r in results.items():
+    for kind in kinds:
         if kind in ("libzmq", "zmq.green"):
             continue
         parts = []
-        if base:
-            parts.append(f"{r['rate'] / base['rate']:.0%} of libzmq's proxy")
-        if slow:
-            parts.append(f"{r['rate'] / slow['rate']:.1f}x zmq.green.device")
+        if "libzmq" in runs:
+            ratios = _paired(runs[kind], runs["libzmq"])
+            parts.append(
+                f"{statistics.median(ratios):.0%} of libzmq's proxy "
+                f"(rounds: {min(ratios):.0%} to {max(ratios):.0%})"
+            )
+        if "zmq.green" in runs:
+            parts.append(f"{statistics.median(_paired(runs[kind], runs['zmq.green'])):.1f}x zmq.green.device")
         if parts:
             print(f"{kind}: " + ", ".join(parts))
     return 0
