@@ -17,7 +17,10 @@ round (so machine load hits both alike):
   whole messages with ``recv_multipart`` (which a stream must do).
 
 It prints each rate (median [min, max]) and the ratio stream / green socket,
-the median of the per-round ratios. Issue 5's target: ≥ 0.80.
+the median of the per-round ratios. Issue 5's target: ≥ 0.80. When tornado is
+installed (``pip install tornado``), pyzmq's own ZMQStream on tornado's IOLoop
+runs the same two workloads in the same rounds, as a reference: what code
+ported from ``zmq.eventloop`` ran at before.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the bench package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -52,18 +56,29 @@ GREEN = Runtime(
 )
 
 
-def stream_req_rep(n: int, size: int, transport: str) -> dict[str, float]:
+def _flavor(name: str) -> tuple[Any, Any, Any]:
+    """``(zmq module, loop, ZMQStream class)``: greenzmq's, or pyzmq's own on tornado."""
+    if name == "greenzmq":
+        return greenzmq, IOLoop.current(), ZMQStream
+    import zmq
+    from tornado.ioloop import IOLoop as TornadoLoop
+    from zmq.eventloop.zmqstream import ZMQStream as PyzmqStream
+
+    return zmq, TornadoLoop.current(), PyzmqStream
+
+
+def stream_req_rep(n: int, size: int, transport: str, flavor: str = "greenzmq") -> dict[str, float]:
     """``n`` round trips between a REQ stream and a REP echo stream on one loop."""
-    socket = Sockets(greenzmq)
-    loop = IOLoop.current()
+    z, loop, Stream = _flavor(flavor)
+    socket = Sockets(z)
     try:
-        rep = socket(greenzmq.REP)
-        req = socket(greenzmq.REQ)
+        rep = socket(z.REP)
+        req = socket(z.REQ)
         req.connect(bind_endpoint(rep, transport))
         req.send(b"w")
         rep.send(rep.recv())
         req.recv()
-        server, client = ZMQStream(rep, loop), ZMQStream(req, loop)
+        server, client = Stream(rep, loop), Stream(req, loop)
         server.on_recv(server.send_multipart)
         msg = b"x" * size
         left = [n]
@@ -87,17 +102,17 @@ def stream_req_rep(n: int, size: int, transport: str) -> dict[str, float]:
     return {"rate": n / seconds}
 
 
-def stream_push_pull(n: int, size: int, transport: str) -> dict[str, float]:
+def stream_push_pull(n: int, size: int, transport: str, flavor: str = "greenzmq") -> dict[str, float]:
     """``n`` messages queued on a PUSH stream, counted by a PULL stream."""
-    socket = Sockets(greenzmq)
-    loop = IOLoop.current()
+    z, loop, Stream = _flavor(flavor)
+    socket = Sockets(z)
     try:
-        pull = socket(greenzmq.PULL)
-        push = socket(greenzmq.PUSH)
+        pull = socket(z.PULL)
+        push = socket(z.PUSH)
         push.connect(bind_endpoint(pull, transport))
         push.send(b"w")
         pull.recv()
-        sink, source = ZMQStream(pull, loop), ZMQStream(push, loop)
+        sink, source = Stream(pull, loop), Stream(push, loop)
         msg = b"x" * size
         left = [n]
 
@@ -117,6 +132,14 @@ def stream_push_pull(n: int, size: int, transport: str) -> dict[str, float]:
     finally:
         socket.close()
     return {"rate": n / seconds}
+
+
+def _have_tornado() -> bool:
+    try:
+        import tornado  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def green_push_pull_multipart(rt: Runtime, n: int, size: int, transport: str) -> dict[str, float]:
@@ -159,30 +182,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round-trips", type=int, default=10_000, help="REQ/REP round trips per run")
     p.add_argument("--transport", choices=["tcp", "inproc"], default="tcp")
     args = p.parse_args(argv)
+    tornado = _have_tornado()
     workloads = [
-        ("REQ/REP echo round trips/s", args.round_trips, req_rep, stream_req_rep),
-        ("PUSH→PULL messages/s", args.messages, push_pull, stream_push_pull),
+        ("REQ/REP echo round trips/s", args.round_trips, req_rep, stream_req_rep, True),
+        ("PUSH→PULL messages/s", args.messages, push_pull, stream_push_pull, True),
         (
             "PUSH→PULL messages/s, green loop with recv_multipart",
             args.messages,
             green_push_pull_multipart,
             stream_push_pull,
+            False,  # pyzmq's stream: the row above
         ),
     ]
     print(f"# ZMQStream vs green socket loop, {MESSAGE_SIZE} B, {args.transport}, {args.reps} rounds\n")
-    print(f"| workload | green socket | ZMQStream | ratio (target ≥ {TARGET_RATIO:.2f}) |")
-    print("|---|---|---|---|")
-    for title, n, plain, stream in workloads:
-        plain_rates, stream_rates, ratios = [], [], []
+    print(
+        f"| workload | green socket | ZMQStream | ratio (target ≥ {TARGET_RATIO:.2f}) "
+        "| pyzmq's ZMQStream (tornado) | ZMQStream ÷ pyzmq's |"
+    )
+    print("|---|---|---|---|---|---|")
+    for title, n, plain, stream, reference in workloads:
+        plain_rates, stream_rates, ref_rates, ratios, ref_ratios = [], [], [], [], []
         for _ in range(args.reps):
             a = plain(GREEN, n, MESSAGE_SIZE, args.transport)["rate"]
             b = stream(n, MESSAGE_SIZE, args.transport)["rate"]
             plain_rates.append(a)
             stream_rates.append(b)
             ratios.append(b / a)
+            if reference and tornado:
+                c = stream(n, MESSAGE_SIZE, args.transport, "pyzmq")["rate"]
+                ref_rates.append(c)
+                ref_ratios.append(b / c)
         ratio = statistics.median(ratios)
         verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
-        print(f"| {title} | {_summary(plain_rates)} | {_summary(stream_rates)} | {ratio:.2f} ({verdict}) |")
+        if ref_rates:
+            ref = f"{_summary(ref_rates)} | {statistics.median(ref_ratios):.2f}"
+        else:
+            ref = "(tornado not installed) | " if reference else "(row above) | "
+        print(
+            f"| {title} | {_summary(plain_rates)} | {_summary(stream_rates)} | {ratio:.2f} ({verdict}) | {ref} |"
+        )
     print(f"\ngevent {gevent.__version__}, pyzmq {greenzmq.pyzmq_version()}, libzmq {greenzmq.zmq_version()}")
     return 0
 

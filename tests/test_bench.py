@@ -202,15 +202,24 @@ def test_bench_eventloop_prints_its_three_workloads():
         "| PUSH→PULL messages/s, green loop with recv_multipart |",
     ):
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(row))
-        assert re.search(r"\| \d+\.\d\d \((met|NOT met)\) \|$", line), line
+        assert re.search(r"\| \d+\.\d\d \((met|NOT met)\) \| ", line), line
+        # pyzmq's own stream as a reference: numbers, or a note when tornado is missing
+        assert re.search(
+            r"\|\s+([\d,]+ \[[\d,]+, [\d,]+\] \| \d+\.\d\d|\((tornado not installed|row above)\) \| ) \|$",
+            line,
+        ), line
 
 
 @pytest.mark.timeout(CLI_BOUND + 10)
 def test_bench_device_prints_medians_and_paired_ratios():
-    proc = _run(["bench/bench_device.py", "-n", "2000", "--repeat", "2", "--kinds", "greenzmq,steerable,libzmq"])
+    proc = _run(
+        ["bench/bench_device.py", "-n", "2000", "--repeat", "2", "--kinds", "greenzmq,steerable,libzmq"]
+    )
     assert proc.returncode == 0, proc.stderr
     for kind in ("greenzmq", "steerable", "libzmq"):
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(f"{kind} "))
         assert re.search(r"[\d,]+ \[[\d,]+, [\d,]+\]", line), line
     for kind in ("greenzmq", "steerable"):
-        assert re.search(rf"^{kind}: \d+% of libzmq's proxy \(rounds: \d+% to \d+%\)$", proc.stdout, re.M), proc.stdout
+        assert re.search(rf"^{kind}: \d+% of libzmq's proxy \(rounds: \d+% to \d+%\)$", proc.stdout, re.M), (
+            proc.stdout
+        )
