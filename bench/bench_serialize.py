@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 for ctx, echo, rates in order if rep % 2 == 0 else order[::-1]:
                     rates.append(_rate(ctx, args.transport, n, echo))
             ratio = statistics.median(g / q for g, q in zip(g_rates, p_rates))
-            print(f"{label:<26}{statistics.median(g_rates):>12,.0f}{statistics.median(p_rates):>12,.0f}{ratio:>8.2f}")
+            print(
+                f"{label:<26}{statistics.median(g_rates):>12,.0f}{statistics.median(p_rates):>12,.0f}{ratio:>8.2f}"
+            )
     finally:
         green_ctx.destroy(linger=0)
         plain_ctx.destroy(linger=0)

@@ -529,9 +529,7 @@ class Waiters:
         return True
 
     def _notify(self, events: int) -> bool:
-        fired = [
-            key for key, (mask, _) in self.listeners.items() if events & mask
-        ]
+        fired = [key for key, (mask, _) in self.listeners.items() if events & mask]
         for key in fired:
             entry = self.listeners.pop(key, None)
             if entry is not None:

@@ -214,7 +214,9 @@ class _Guard:
 
 
 register_codec("json", Codec("json", jsonapi.dumps, jsonapi.loads))
-register_codec("pickle", Codec("pickle", lambda o: pickle.dumps(o, pickle.DEFAULT_PROTOCOL), pickle.loads, True))
+register_codec(
+    "pickle", Codec("pickle", lambda o: pickle.dumps(o, pickle.DEFAULT_PROTOCOL), pickle.loads, True)
+)
 register_codec("zlib", Codec("zlib", zlib.compress, zlib.decompress))
 try:
     import msgpack
@@ -481,7 +483,9 @@ class SerializingSocketMixin:
 
     # -- numpy -----------------------------------------------------------------------
 
-    def send_array(self, A: Any, flags: int = 0, copy: bool = False, track: bool = False) -> MessageTracker | None:
+    def send_array(
+        self, A: Any, flags: int = 0, copy: bool = False, track: bool = False
+    ) -> MessageTracker | None:
         """Send numpy array ``A`` as a metadata frame and a data frame, without copying.
 
         The data frame shares ``A``'s memory (frames under the socket's

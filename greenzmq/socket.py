@@ -201,7 +201,9 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         w = self._waiters
         if w.thread != get_ident():
             w.check_thread()
-        result = self._blocking(w, w.writers, _SNDTIMEO, _MultipartSend(self, parts, flags, copy, track), flags)
+        result = self._blocking(
+            w, w.writers, _SNDTIMEO, _MultipartSend(self, parts, flags, copy, track), flags
+        )
         return green_tracker(result) if track else result
 
     # -- receiving -----------------------------------------------------------------

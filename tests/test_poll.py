@@ -250,7 +250,9 @@ def test_no_busy_loop_after_peers_disconnect(ctx, spawn):
     p = zmq.Poller()
     p.register(router, zmq.POLLIN)
     for _ in range(5):
-        subprocess.run([sys.executable, "-c", _DISCONNECT_SCRIPT, f"tcp://127.0.0.1:{port}"], timeout=30, check=True)
+        subprocess.run(
+            [sys.executable, "-c", _DISCONNECT_SCRIPT, f"tcp://127.0.0.1:{port}"], timeout=30, check=True
+        )
         assert p.poll(5000)
         router.recv_multipart()
     gevent.sleep(0.2)  # disconnect handling settles

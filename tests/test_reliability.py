@@ -441,7 +441,9 @@ _OPEN_SOCKETS = textwrap.dedent(
 def test_process_with_open_sockets_exits_on_signal(tmp_path, sig):
     script = tmp_path / "open_sockets.py"
     script.write_text(_OPEN_SOCKETS)
-    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert p.stdout.readline().strip() == "ready"
         p.send_signal(sig)

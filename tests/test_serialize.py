@@ -32,7 +32,9 @@ from greenzmq.tracker import MessageTracker
 
 # Until the lead wires the mixins into greenzmq.Socket/Context, test them on
 # local subclasses; afterwards, on the real classes.
-if issubclass(greenzmq.Socket, SerializingSocketMixin) and issubclass(greenzmq.Context, SerializingContextMixin):
+if issubclass(greenzmq.Socket, SerializingSocketMixin) and issubclass(
+    greenzmq.Context, SerializingContextMixin
+):
     S, C = greenzmq.Socket, greenzmq.Context
 else:
 
@@ -79,7 +81,10 @@ def _codec_or_skip(name):
 # -- pyzmq's serializers are green ------------------------------------------------------
 
 PYZMQ_SERIALIZERS = {
-    "string": (lambda s, i: s.send_string(f"✓ msg {i}", encoding="utf-16"), lambda s: s.recv_string(encoding="utf-16")),
+    "string": (
+        lambda s, i: s.send_string(f"✓ msg {i}", encoding="utf-16"),
+        lambda s: s.recv_string(encoding="utf-16"),
+    ),
     "json": (lambda s, i: s.send_json({"i": i, "v": [i] * 3}), lambda s: s.recv_json()),
     "pyobj": (lambda s, i: s.send_pyobj((i, {i}, b"x")), lambda s: s.recv_pyobj()),
     "serialized": (
@@ -107,10 +112,13 @@ def test_serializers_many_greenlets_each_side(make_pair, spawn, kind):
     push.sndhwm = pull.rcvhwm = 5  # make senders block on the high-water mark too
     total = GREENLETS * PER_GREENLET
     got = []
-    receivers = [spawn(lambda: [got.append(recv(pull)) for _ in range(PER_GREENLET)]) for _ in range(GREENLETS)]
+    receivers = [
+        spawn(lambda: [got.append(recv(pull)) for _ in range(PER_GREENLET)]) for _ in range(GREENLETS)
+    ]
     gevent.sleep(0)
     senders = [
-        spawn(lambda g=g: [send(push, g * PER_GREENLET + k) for k in range(PER_GREENLET)]) for g in range(GREENLETS)
+        spawn(lambda g=g: [send(push, g * PER_GREENLET + k) for k in range(PER_GREENLET)])
+        for g in range(GREENLETS)
     ]
     gevent.joinall(senders + receivers, timeout=WAKE_BOUND * 20, raise_error=True)
     assert len(got) == total

@@ -169,7 +169,9 @@ def test_send_and_recv_on_one_socket_from_many_greenlets(make_pair, spawn):
     got = []
     spawn(echo)
     readers = [spawn(lambda: [got.append(a.recv_multipart()) for _ in range(n // 4)]) for _ in range(4)]
-    writers = [spawn(lambda k=k: [a.send_multipart([b"%d" % k, b"%d" % i]) for i in range(n // 4)]) for k in range(4)]
+    writers = [
+        spawn(lambda k=k: [a.send_multipart([b"%d" % k, b"%d" % i]) for i in range(n // 4)]) for k in range(4)
+    ]
     gevent.joinall(writers + readers, timeout=30, raise_error=True)
     assert sorted(got) == sorted([b"%d" % k, b"%d" % i] for k in range(4) for i in range(n // 4))
 
@@ -345,7 +347,12 @@ def test_recv_into_is_green(make_pair, spawn):
 
 def test_serializers_are_green(make_pair, spawn):
     a, b = make_pair(zmq.PAIR, zmq.PAIR)
-    gs = [spawn(b.recv_string), spawn(b.recv_json), spawn(b.recv_pyobj), spawn(b.recv_serialized, lambda frames: frames[0] + frames[1])]
+    gs = [
+        spawn(b.recv_string),
+        spawn(b.recv_json),
+        spawn(b.recv_pyobj),
+        spawn(b.recv_serialized, lambda frames: frames[0] + frames[1]),
+    ]
     gevent.sleep(0.01)
     assert not any(g.ready() for g in gs)
     a.send_string("s")
@@ -415,5 +422,7 @@ def test_shadow_socket_closed_by_its_owner_leaves_no_watcher_behind():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _SHADOW_CLOSED_BEHIND], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", _SHADOW_CLOSED_BEHIND], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-2000:]

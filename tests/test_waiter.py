@@ -90,7 +90,9 @@ def test_no_lost_wakeup_when_sender_and_waiter_share_a_socket(ctx, spawn, echo_e
             sent += 1
             if rng.random() < 0.3:
                 gevent.sleep(0)
-        assert burst_done.wait(WAKE_BOUND), f"lost wake-up: {received} of {expected} replies after {WAKE_BOUND}s"
+        assert burst_done.wait(WAKE_BOUND), (
+            f"lost wake-up: {received} of {expected} replies after {WAKE_BOUND}s"
+        )
     assert received == total
     assert worst < WAKE_BOUND
 
