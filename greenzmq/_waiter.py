@@ -385,7 +385,10 @@ class Waiters:
             self.quiet = fresh
             if timeout_ms >= 0:
                 timer = self.loop.timer(timeout_ms / 1000.0)
-                timer.start(self._expire, op)
+                # update=True: count from the real now, not the loop's cached
+                # time, which is stale by however long this thread ran (or
+                # blocked) since the loop last polled; else RCVTIMEO fires early
+                timer.start(self._expire, op, update=True)
             if self.hub.switch() is not op:
                 raise zmq.ZMQError(
                     zmq.EFAULT, "greenzmq: unexpected switch into a greenlet waiting on a socket"

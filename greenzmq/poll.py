@@ -210,7 +210,7 @@ class Poller(zmq.Poller):
                     started.append(watcher)
             if remaining >= 0:
                 timer = hub.loop.timer(remaining)
-                timer.start(wake)
+                timer.start(wake, update=True)  # from the real now (see Waiters.wait)
             hub.switch()
         finally:
             wake.waiting = False

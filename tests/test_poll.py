@@ -61,6 +61,18 @@ def test_poll_timeout(make_pair):
     assert p.poll(5.5) == []  # float ms accepted, as in pyzmq
 
 
+def test_poll_timeout_counts_from_when_the_call_starts(make_pair):
+    """As RCVTIMEO: the loop's cached time, stale after the thread was busy, is not the start."""
+    _, pull = make_pair(zmq.PUSH, zmq.PULL)
+    p = zmq.Poller()
+    p.register(pull, zmq.POLLIN)
+    gevent.sleep(0.001)  # the loop polls and caches its time
+    time.sleep(0.15)  # busy without yielding
+    t0 = time.monotonic()
+    assert p.poll(200) == []
+    assert 0.19 <= time.monotonic() - t0 < 0.2 + WAKE_BOUND
+
+
 def test_poll_sockets_and_pipes_and_fileno_objects(make_pair, pipe, spawn):
     push, pull = make_pair(zmq.PUSH, zmq.PULL)
     r, w = pipe

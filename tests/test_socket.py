@@ -192,6 +192,20 @@ def test_rcvtimeo_honoured_and_socket_usable(make_pair):
     assert pull.recv() == b"after"
 
 
+@pytest.mark.parametrize("call", ["recv", "recv_multipart"])
+def test_rcvtimeo_counts_from_when_the_call_starts(make_pair, call):
+    """The timeout is measured from the call, not from the loop's cached time,
+    which is stale by however long the thread ran since the hub last polled."""
+    push, pull = make_pair(zmq.PUSH, zmq.PULL)
+    pull.rcvtimeo = 200
+    gevent.sleep(0.001)  # the loop polls and caches its time...
+    time.sleep(0.15)  # ...then the thread is busy for 150 ms without yielding
+    t0 = time.monotonic()
+    with pytest.raises(zmq.Again):
+        getattr(pull, call)()
+    assert 0.19 <= time.monotonic() - t0 < 0.2 + WAKE_BOUND  # was 0.05 s: early by the busy time
+
+
 def test_sndtimeo_honoured_and_socket_usable(ctx):
     push = ctx.socket(zmq.PUSH)
     push.linger = 0
