@@ -706,3 +706,41 @@ def test_idle_streams_do_not_spin(loop, ctx):
         os.close(r)
         os.close(w)
         idle_out.close(linger=0)
+
+
+def test_flush_from_another_thread_is_refused_before_touching_the_socket(loop, streams):
+    """flush() calls pyzmq directly; from another OS thread it must raise
+    WrongThreadError before it takes a message or sends one."""
+    from gevent.monkey import get_original
+
+    from greenzmq.error import WrongThreadError
+
+    start_new_thread = get_original("_thread", "start_new_thread")
+    allocate_lock = get_original("_thread", "allocate_lock")
+    stream, peer = streams(zmq.PAIR, zmq.PAIR)
+    stream.send(b"queued")
+    peer.socket.send(b"incoming")
+    got = []
+    stream.on_recv(got.append)
+    outcome = []
+    done = allocate_lock()
+    done.acquire()
+
+    def other_thread():
+        try:
+            outcome.append(stream.flush())
+        except Exception as exc:  # noqa: BLE001 - the test reports what it was
+            outcome.append(exc)
+        done.release()
+
+    start_new_thread(other_thread, ())
+    assert done.acquire(timeout=10)
+    assert isinstance(outcome[0], WrongThreadError), outcome
+    assert got == []  # nothing was taken in the other thread
+    # both messages are still where they were, for the loop's thread
+    arrived = gevent.event.Event()
+    stream.on_recv(lambda msg: (got.append(msg), arrived.set()))
+    run_until(loop, arrived)
+    assert got == [[b"incoming"]]
+    with gevent.Timeout(WAKE_BOUND * 5):
+        assert peer.socket.recv() == b"queued"

@@ -89,7 +89,13 @@ class ZMQStream:
       handed to libzmq by :meth:`close` within its ``linger``.
     * The socket may still be used by other greenlets at the same time; the
       stream never takes a message from a greenlet blocked in ``recv``.
-    * Use it from the loop's thread only.
+    * Use it from the loop's thread only; :meth:`flush` from another thread
+      raises :class:`greenzmq.error.WrongThreadError` before touching the socket.
+    * For speed, the stream receives and sends (one-frame messages with the
+      default arguments) through pyzmq's non-blocking calls directly, keeping
+      the green socket's waiting rules: overrides of ``send``/``recv`` in a
+      :class:`greenzmq.Socket` subclass are not called by the stream (pyzmq's
+      own stream does not call overrides of ``recv_multipart`` either).
     """
 
     socket: Any
@@ -479,6 +485,9 @@ class ZMQStream:
         :class:`OSError` if the stream is closed.
         """
         self._check_closed()
+        # flush works the socket in the caller's thread: refuse another thread's
+        # call before anything is taken (the stream calls pyzmq directly)
+        self.socket._waiters.check_thread()
         if limit is not None and limit < 0:
             raise ValueError(f"flush: limit must be None or >= 0, not {limit!r}")
         count = 0
