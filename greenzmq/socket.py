@@ -42,6 +42,15 @@ def _again() -> zmq.Again:
     return zmq.Again(zmq.EAGAIN)
 
 
+def _failed(w: Waiters, sock: Any) -> None:
+    """After a call that failed with an error other than EAGAIN (EHOSTUNREACH,
+    EFSM, ENOTSUP...): libzmq may have processed its commands first, consuming
+    the fd's edge that a greenlet waiting on this socket needs, so its EVENTS
+    check is scheduled as after any successful call."""
+    if w.armed and not w.pending:
+        w.schedule(sock)
+
+
 def _checked_parts(msg_parts: Sequence[Any]) -> list[Any]:
     parts = list(msg_parts)
     if not parts:
@@ -142,6 +151,9 @@ class Socket(SerializingSocketMixin, zmq.Socket):
                     result = _raw_send(self, data, flags | _DONTWAIT, copy, track)
                 except zmq.Again:
                     pass
+                except zmq.ZMQError:
+                    _failed(w, self)
+                    raise
                 else:
                     if w.armed and not w.pending:
                         w.schedule(self)
@@ -172,6 +184,9 @@ class Socket(SerializingSocketMixin, zmq.Socket):
             if flags & _DONTWAIT:
                 raise
             return w.wait(self, queue, attempt, self._timeout(timeo_option), check=False, fresh=True)
+        except zmq.ZMQError:
+            _failed(w, self)
+            raise
         if result is PARTIAL:
             # a multipart send stalled mid-message: finish it ahead of everybody else
             return w.wait(self, queue, attempt, -1, front=True)
@@ -224,6 +239,9 @@ class Socket(SerializingSocketMixin, zmq.Socket):
                 msg = _raw_recv(self, flags | _DONTWAIT, copy, track)
             except zmq.Again:
                 pass
+            except zmq.ZMQError:
+                _failed(w, self)
+                raise
             else:
                 if w.armed and not w.pending:
                     w.schedule(self)
@@ -257,6 +275,9 @@ class Socket(SerializingSocketMixin, zmq.Socket):
                 msg = _recv_message(self, flags | _DONTWAIT, copy, track)
             except zmq.Again:
                 return self._wait_after_again(w, _recv_message, flags, copy, track)
+            except zmq.ZMQError:
+                _failed(w, self)
+                raise
             if w.armed and not w.pending:
                 w.schedule(self)
             return msg
