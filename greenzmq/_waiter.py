@@ -46,7 +46,9 @@ go through it):
   raises the fd and the watcher calls ``service`` again.
 * Every call made on the socket by anybody else while someone waits
   (a fast-path ``send``/``recv``, a user's ``EVENTS`` query, a poller's
-  ``zmq_poll``) calls :meth:`Waiters.schedule`, which queues one ``service``
+  ``zmq_poll``), *whether it succeeds or fails* (a send refused with
+  EHOSTUNREACH or EFSM may have processed the commands before refusing),
+  calls :meth:`Waiters.schedule`, which queues one ``service``
   run unless one is already queued or running (a running pass reads ``EVENTS``
   again before it may stop, so it covers calls made while it runs).
 * The ``EVENTS`` check *after* the watch started: a listener (poller, event
