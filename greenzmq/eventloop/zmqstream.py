@@ -410,31 +410,24 @@ class ZMQStream:
         try:
             while queue and count < limit:
                 entry = queue[0]
-                if type(entry) is bytes:
-                    if w.writers:
-                        break  # greenlets blocked in send go first
-                    callback = None
-                    try:
+                try:
+                    if type(entry) is bytes:
+                        if w.writers:
+                            break  # greenlets blocked in send go first
+                        callback = None
                         status = _raw_send(sock, entry, _DONTWAIT, True, False)
-                    except zmq.Again:
-                        break
-                    except zmq.ZMQError as exc:
-                        if not self._send_refused(exc):
-                            break
-                        status = exc
-                else:
-                    parts, flags, copy, track, callback = entry
-                    try:
+                    else:
+                        parts, flags, copy, track, callback = entry
                         if len(parts) == 1:
                             status = sock.send(parts[0], flags | _DONTWAIT, copy, track)
                         else:
                             status = sock.send_multipart(parts, flags | _DONTWAIT, copy=copy, track=track)
-                    except zmq.Again:
+                except zmq.Again:
+                    break
+                except zmq.ZMQError as exc:
+                    if not self._send_refused(exc):
                         break
-                    except zmq.ZMQError as exc:
-                        if not self._send_refused(exc):
-                            break
-                        status = exc
+                    status = exc
                 queue.popleft()
                 count += 1
                 if callback is not None or self._send_callback is not None:
