@@ -341,22 +341,29 @@ def test_edge_consumed_by_a_failing_send_still_wakes_recv_waiter(ctx, spawn, sen
         assert waiter.get(timeout=WAKE_BOUND) == [b"d", b"m%d" % i]
 
 
-def test_edge_consumed_by_recv_still_wakes_send_waiter(ctx, spawn):
+#: More frames than two high-water marks of 1 can ever hold: filling stops at EAGAIN long before.
+_FILL_BOUND = 100
+
+
+def _full_dealer_pair(ctx, addr):
+    """Two DEALERs with high-water marks of 1; ``a``'s pipe to ``b`` filled
+    until a send would block. Returns ``(a, b, frames sent)``."""
     a, b = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
     for s in (a, b):
         s.sndhwm = s.rcvhwm = 1
         s.linger = 0
-    addr = "inproc://edge-recv"
     a.bind(addr)
     b.connect(addr)
-    sent = 0
-    while True:  # fill a's pipe to b until a send would block
+    for sent in range(_FILL_BOUND):
         try:
             a.send(b"fill", zmq.DONTWAIT)
-            sent += 1
         except zmq.Again:
-            break
-        assert sent < 100
+            return a, b, sent
+    raise AssertionError(f"{addr}: {_FILL_BOUND} frames sent and still room")
+
+
+def test_edge_consumed_by_recv_still_wakes_send_waiter(ctx, spawn):
+    a, b, sent = _full_dealer_pair(ctx, "inproc://edge-recv")
     g = _park(spawn, a.send, b"blocked")
     for _ in range(sent):
         assert b.recv() == b"fill"  # room again: activate_write goes to a's mailbox
@@ -397,21 +404,7 @@ def test_served_reader_rewaiting_does_not_strand_a_blocked_writer(ctx, spawn):
     """A reader is served, makes room for the socket's blocked writer (by
     draining the peer), then fails a receive (which consumes that news) and
     waits again: the service pass must still read EVENTS for the writer."""
-    a, b = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
-    for s in (a, b):
-        s.sndhwm = s.rcvhwm = 1
-        s.linger = 0
-    addr = "inproc://quiet-pass"
-    a.bind(addr)
-    b.connect(addr)
-    filled = 0
-    while True:
-        try:
-            a.send(b"fill", zmq.DONTWAIT)
-            filled += 1
-        except zmq.Again:
-            break
-        assert filled < 100
+    a, b, filled = _full_dealer_pair(ctx, "inproc://quiet-pass")
     writer = _park(spawn, a.send, b"blocked")
 
     def reader():

@@ -15,7 +15,7 @@ import logging
 import pickle
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Union
 
 import zmq
 from gevent import Timeout as _GeventTimeout
@@ -56,7 +56,7 @@ SendCallback = Callable[[list, Any], Any]
 #: One queued message: ``(parts, flags, copy, track, callback)``, or just the
 #: bytes of a one-frame message sent with the defaults (the common case: no
 #: tuple or list to allocate, nothing for the garbage collector to track).
-_Queued = "tuple[list, int, bool, bool, SendCallback | None] | bytes"
+_Queued = Union[tuple[list, int, bool, bool, Optional[SendCallback]], bytes]
 
 
 def _expand(entry: Any) -> tuple[list, int, bool, bool, SendCallback | None]:
