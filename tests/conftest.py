@@ -76,26 +76,32 @@ def transport(request):
     return request.param
 
 
+def connected_pair(ctx, bind_type, connect_type, transport="tcp", **opts):
+    """(bound, connected) sockets of ``ctx`` over tcp://127.0.0.1 (a random
+    port) or inproc, with ``linger=0`` and ``opts`` set on both before binding."""
+    a = ctx.socket(bind_type)
+    b = ctx.socket(connect_type)
+    for sock in (a, b):
+        sock.linger = 0
+        for name, value in opts.items():
+            setattr(sock, name, value)
+    if transport == "tcp":
+        port = a.bind_to_random_port("tcp://127.0.0.1")
+        b.connect(f"tcp://127.0.0.1:{port}")
+    else:
+        addr = inproc_endpoint()
+        a.bind(addr)
+        b.connect(addr)
+    return a, b
+
+
 @pytest.fixture
 def make_pair(ctx, transport):
     """make_pair(bind_type, connect_type, **opts) -> (bound, connected), over the
-    parametrized transport (tcp://127.0.0.1 on a random port, or inproc)."""
+    parametrized transport: :func:`connected_pair` on the test's context."""
 
     def _make(bind_type, connect_type, **opts):
-        a = ctx.socket(bind_type)
-        b = ctx.socket(connect_type)
-        for sock in (a, b):
-            sock.linger = 0
-            for name, value in opts.items():
-                setattr(sock, name, value)
-        if transport == "tcp":
-            port = a.bind_to_random_port("tcp://127.0.0.1")
-            b.connect(f"tcp://127.0.0.1:{port}")
-        else:
-            addr = inproc_endpoint()
-            a.bind(addr)
-            b.connect(addr)
-        return a, b
+        return connected_pair(ctx, bind_type, connect_type, transport, **opts)
 
     return _make
 

@@ -11,7 +11,7 @@ import weakref
 import gevent
 import gevent.event
 import pytest
-from conftest import WAKE_BOUND, inproc_endpoint
+from conftest import WAKE_BOUND, connected_pair
 
 import greenzmq as zmq
 
@@ -63,20 +63,11 @@ def test_dontwait_does_not_overtake_waiters(make_pair, spawn):
     assert waiter.get(timeout=5) == b"first"
 
 
-@pytest.mark.parametrize("transport", ["tcp", "inproc"])
 def test_recv_multipart_frames_every_message_exactly(ctx, spawn, transport):
     """recv_multipart frames messages by each Frame's more flag (not RCVMORE):
     empty, small and zero-copy-sized frames, bytes and Frames, on the fast path
     and after waiting, come back exactly as sent and never run into the next."""
-    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
-    for s in (push, pull):
-        s.linger = 0
-    if transport == "tcp":
-        push.connect(f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}")
-    else:
-        endpoint = inproc_endpoint()
-        pull.bind(endpoint)
-        push.connect(endpoint)
+    pull, push = connected_pair(ctx, zmq.PULL, zmq.PUSH, transport)
     big = bytes(range(256)) * 1024  # 256 KiB: above pyzmq's copy threshold
     messages = [[b"one"], [b"", b"a", b""], [b"head", big], [big], [b"x"] * 7, [b"last"]]
     for msg in messages:
