@@ -27,6 +27,8 @@ setup(
             "locust>=2.20",
             "hypothesis>=6",
             "paramiko>=3",
+            # zmq.eventloop (pyzmq's tornado integration) under greenzmq.monkey
+            "tornado>=6",
         ],
         "load": ["locust>=2.20"],
         "ssh": ["paramiko>=3"],
