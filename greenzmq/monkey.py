@@ -19,6 +19,10 @@ itself: its package path holds greenzmq's modules (``greenzmq/log``), which
 ``import zmq.log.handlers`` would then load a second time under the wrong
 name.
 
+A submodule imported after the patch is hung by the import system on
+``sys.modules[parent]``, the alias; the alias passes it on to the original
+package, so ``zmq.asyncio`` is an attribute of both.
+
 Modules imported *before* :func:`patch` bound the original objects; patch
 rebinds every global of an already-imported module (outside pyzmq and
 greenzmq) that is one of those objects: the module itself (``import
@@ -35,12 +39,24 @@ Trade-offs of ``zmq=True``
   hub serves them), but a socket must stay in the thread that created it
   (:class:`greenzmq.error.WrongThreadError` otherwise), and a thread that
   blocks on one runs that thread's hub.
-* pyzmq's internals and greenzmq's own modules must keep pyzmq's real
-  classes: they bind ``zmq`` when first imported, so :func:`patch` first
-  imports the pyzmq submodules that subclass ``zmq.Socket`` or ``zmq.Context``
-  at import time (``zmq.asyncio``, ``zmq.green``, ``zmq.devices``, ...) and
-  greenzmq's extensions. A pyzmq submodule imported for the first time
-  afterwards sees the green names.
+* pyzmq's own modules and greenzmq's always see the real pyzmq, whenever
+  they are imported. They need it: ``zmq.eventloop.future`` runs ``class
+  Context(zmq.Context[Socket])`` when imported, which must subclass pyzmq's
+  Context, and greenzmq's classes are built on pyzmq's. Those imported before
+  the patch bound the real ``zmq`` already. For the others, :func:`patch`
+  puts a finder first on ``sys.meta_path``: every ``zmq.*`` and
+  ``greenzmq.*`` module run from Python code gets its own ``__builtins__``
+  whose ``__import__`` turns a green alias back into the module behind it,
+  so ``import zmq``, ``from zmq import Context`` and ``from . import Socket``
+  in it give pyzmq's objects, at import time and in its functions later.
+  Nothing is preloaded and no list of modules is kept, so a submodule added
+  by a later pyzmq, or one that needs an optional dependency such as
+  tornado, is covered like the rest. What that means for you: pyzmq's
+  helpers that make their own context when given none (``zmq.decorators``,
+  ``zmq.log.handlers.PUBHandler(url)``, an ``Authenticator()``) make pyzmq's
+  non-green one, whatever the import order; pass them
+  ``zmq.Context.instance()``, greenzmq's, to get green sockets. The
+  ``zmq.green`` alias stays greenzmq's inside them too.
 * ``zmq.Context.instance()`` becomes greenzmq's singleton, distinct from a
   pyzmq singleton created before the patch.
 
@@ -49,6 +65,7 @@ There is no ``unpatch``: patch at start-up, once per process.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import sys
 import threading
@@ -74,30 +91,8 @@ _SWAPPED = (
     "proxy_steerable",
 )
 
-#: pyzmq submodules that subclass or capture ``zmq.Socket``/``zmq.Context`` when
-#: imported: imported before ``sys.modules['zmq']`` changes, so they keep the
-#: real classes. Missing optional ones (tornado for eventloop) are skipped.
-_PRELOAD_PYZMQ = (
-    "zmq.green",
-    "zmq._future",
-    "zmq.asyncio",
-    "zmq.devices",
-    "zmq.auth",
-    "zmq.auth.thread",
-    "zmq.log.handlers",
-    "zmq.utils.monitor",
-    "zmq.eventloop.zmqstream",
-)
-#: greenzmq's extension modules, for the same reason (imported if present).
-_PRELOAD_GREENZMQ = (
-    "greenzmq.log",
-    "greenzmq.monitor",
-    "greenzmq.auth",
-    "greenzmq.ssh",
-    "greenzmq.eventloop",
-)
-
-#: Module names never rebound: pyzmq and greenzmq hold the real objects on purpose.
+#: pyzmq's and greenzmq's modules: never rebound, and given the real pyzmq when
+#: imported after the patch (they hold the real objects on purpose).
 _OWN_PREFIXES = ("zmq.", "greenzmq.")
 _OWN_NAMES = ("zmq", "greenzmq")
 
@@ -141,6 +136,14 @@ class GreenAlias(types.ModuleType):
                 raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
         return value
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if isinstance(value, types.ModuleType) and not name.startswith("__"):
+            # the import system hangs a new submodule on sys.modules[parent],
+            # the alias: the original package must have it too, for the code
+            # that sees the original (``import zmq.asyncio`` in pyzmq itself)
+            setattr(self._greenzmq_real, name, value)
+
     def __dir__(self) -> list[str]:
         return sorted(set(dir(greenzmq)) | set(dir(self._greenzmq_real)) | set(self.__dict__))
 
@@ -172,16 +175,75 @@ def patch(green: bool = True, zmq: bool = False) -> None:
                 real_green = real_green._greenzmq_real
             _install("zmq.green", GreenAlias(real_green), real_green)
         if zmq and not is_patched("zmq"):
-            for name in (*_PRELOAD_PYZMQ, *_PRELOAD_GREENZMQ):
-                _try_import(name)
+            # before the alias goes in: from here on, every pyzmq or greenzmq
+            # module imported for the first time is given the real pyzmq
+            if not any(isinstance(finder, _OwnModulesFinder) for finder in sys.meta_path):
+                sys.meta_path.insert(0, _OwnModulesFinder())
             _install("zmq", GreenAlias(_zmq), _zmq)
 
 
-def _try_import(name: str) -> None:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        pass  # an optional dependency is missing: nothing to protect
+class _OwnModulesFinder:
+    """Finds pyzmq's and greenzmq's modules as usual, but makes them see the real pyzmq.
+
+    On ``sys.meta_path`` once ``zmq`` is patched. It asks the other finders
+    for the spec, and for a module run from Python source or bytecode wraps
+    the loader in a :class:`_RealZmqLoader`.
+    """
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if not fullname.startswith(_OWN_PREFIXES):
+            return None
+        for finder in list(sys.meta_path):
+            if finder is self or isinstance(finder, _OwnModulesFinder):
+                continue
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is None:
+                continue
+            spec = find_spec(fullname, path, target)
+            if spec is None:
+                continue
+            loader, origin = spec.loader, spec.origin or ""
+            if loader is not None and hasattr(loader, "exec_module") and origin.endswith((".py", ".pyc")):
+                spec.loader = _RealZmqLoader(loader)
+            return spec
+        return None
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+class _RealZmqLoader:
+    """Runs the wrapped loader with ``__builtins__`` whose ``__import__`` maps green aliases back.
+
+    The module's own globals then get the real objects while its code runs:
+    ``import zmq``, ``from zmq import Context`` and ``from . import Socket``
+    give pyzmq's. The module keeps these builtins, so an import inside one of
+    its functions, run later, does too. Everything else is the wrapped
+    loader's (``get_source``, ``get_resource_reader``, ...).
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self._greenzmq_loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._greenzmq_loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__dict__["__builtins__"] = {**builtins.__dict__, "__import__": _import_real_zmq}
+        self._greenzmq_loader.exec_module(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._greenzmq_loader, name)
+
+
+def _import_real_zmq(
+    name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+) -> Any:
+    """``__import__`` for pyzmq's and greenzmq's modules: a green alias comes back as the real module."""
+    module = builtins.__import__(name, globals, locals, fromlist, level)
+    if isinstance(module, GreenAlias):
+        return module._greenzmq_real
+    return module
 
 
 def _install(name: str, alias: GreenAlias, real: types.ModuleType) -> None:
