@@ -294,3 +294,220 @@ def test_patch_zmq_threads_each_use_their_own_sockets(libdir):
         libdir,
     )
     assert out.split() == ["Socket", "WrongThreadError"]
+
+
+#: Run first by every test below, in its fresh interpreter: ``patch(zmq=True)``,
+#: then import every public pyzmq submodule (pkgutil walk; ``_`` names are
+#: private). A module may be skipped only when its ImportError names a module
+#: that is not installed (an optional dependency, or the cffi backend that this
+#: build of pyzmq lacks); anything else is a failure. Then pyzmq's own modules
+#: must hold pyzmq's real objects, whenever they were imported: no global bound
+#: to the ``zmq`` alias or to a class or function greenzmq swaps in, no class
+#: built on greenzmq's Context or Socket.
+PATCH_AND_IMPORT_ALL = """
+import importlib, importlib.util, pkgutil, sys, warnings
+import greenzmq, greenzmq.monkey as m
+m.patch(zmq=True)
+import zmq
+assert m.is_patched("zmq") and zmq.Context is greenzmq.Context
+
+def dependency_missing(exc):
+    name = getattr(exc, "name", None)
+    if not name:
+        return False
+    try:
+        return importlib.util.find_spec(name) is None
+    except ImportError:  # its parent package is missing too
+        return True
+
+imported, skipped = [], []
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # zmq.eventloop.ioloop, zmq.tests...
+    for info in pkgutil.walk_packages(zmq.__path__, "zmq.", onerror=lambda name: None):
+        if any(part.startswith("_") for part in info.name.split(".")[1:]):
+            continue
+        try:
+            importlib.import_module(info.name)
+        except ImportError as exc:
+            assert dependency_missing(exc), f"{info.name}: {exc!r}"
+            skipped.append(info.name)
+        else:
+            imported.append(info.name)
+
+# tornado is installed: its modules are covered, not skipped
+needed = {"zmq.asyncio", "zmq.auth.asyncio", "zmq.auth.ioloop", "zmq.auth.thread", "zmq.devices",
+          "zmq.eventloop.future", "zmq.eventloop.ioloop", "zmq.eventloop.zmqstream",
+          "zmq.green.eventloop.zmqstream", "zmq.log.handlers", "zmq.ssh.tunnel", "zmq.utils.monitor"}
+assert needed <= set(imported), sorted(needed - set(imported))
+
+green_objects = {id(sys.modules["zmq"]): "the zmq alias"}
+green_objects.update({id(getattr(greenzmq, name)): f"greenzmq.{name}" for name in m._SWAPPED})
+for name, mod in list(sys.modules.items()):
+    if not (name == "zmq" or name.startswith("zmq.")):
+        continue
+    mod = getattr(mod, "_greenzmq_real", mod)  # an alias: check the module behind it
+    for key, value in vars(mod).items():
+        assert id(value) not in green_objects, f"{name}.{key} is {green_objects[id(value)]}"
+        if isinstance(value, type) and value.__module__ == name:
+            assert greenzmq.Context not in value.__mro__, f"{name}.{key} subclasses greenzmq.Context"
+            assert greenzmq.Socket not in value.__mro__, f"{name}.{key} subclasses greenzmq.Socket"
+print("IMPORTED", len(imported), "SKIPPED", *skipped)
+"""
+
+
+def run_patched(code: str, cwd) -> list[str]:
+    """Run PATCH_AND_IMPORT_ALL then ``code`` in a fresh interpreter; return the output lines."""
+    out = run_py(PATCH_AND_IMPORT_ALL + textwrap.dedent(code), cwd)
+    lines = out.splitlines()
+    assert lines and lines[0].startswith("IMPORTED "), out
+    return lines
+
+
+def test_patch_zmq_then_every_public_pyzmq_submodule_imports(tmp_path):
+    lines = run_patched("", tmp_path)
+    words = lines[0].split()
+    assert int(words[1]) >= 40, lines  # pyzmq 27 has 50 public submodules with this install
+    assert words[2] == "SKIPPED"
+    # only the cffi backend (pyzmq here is built with the Cython one) lacks its parts
+    assert all(name.startswith("zmq.backend.cffi") for name in words[3:]), words
+
+
+def test_patch_zmq_then_eventloop_future_carries_a_message(tmp_path):
+    # a tornado Future-based server: the case the hand-kept preload list missed
+    lines = run_patched(
+        """
+        from tornado.ioloop import IOLoop
+        import zmq.eventloop.future as zf
+
+        async def main():
+            ctx = zf.Context()
+            assert greenzmq.Context not in type(ctx).__mro__, type(ctx).__mro__
+            rep, req = ctx.socket(zmq.REP), ctx.socket(zmq.REQ)
+            assert greenzmq.Socket not in type(rep).__mro__, type(rep).__mro__
+            port = rep.bind_to_random_port("tcp://127.0.0.1")
+            req.connect(f"tcp://127.0.0.1:{port}")
+            await req.send(b"ping")
+            got = await rep.recv()
+            await rep.send(got + b"!")
+            reply = await req.recv()
+            ctx.destroy(linger=0)
+            return reply
+
+        print(IOLoop.current().run_sync(main, timeout=10))
+        """,
+        tmp_path,
+    )
+    assert lines[1:] == ["b'ping!'"]
+
+
+def test_patch_zmq_then_asyncio_carries_a_message(tmp_path):
+    lines = run_patched(
+        """
+        import asyncio
+        import zmq.asyncio
+
+        async def main():
+            ctx = zmq.asyncio.Context()
+            assert greenzmq.Context not in type(ctx).__mro__, type(ctx).__mro__
+            pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+            port = pull.bind_to_random_port("tcp://127.0.0.1")
+            push.connect(f"tcp://127.0.0.1:{port}")
+            await push.send(b"over asyncio")
+            got = await asyncio.wait_for(pull.recv(), 10)
+            ctx.destroy(linger=0)
+            return got
+
+        print(asyncio.run(main()))
+        """,
+        tmp_path,
+    )
+    assert lines[1:] == ["b'over asyncio'"]
+
+
+#: PLAIN over tcp://127.0.0.1 through an authenticator (allow 127.0.0.1, one
+#: user): a client with a wrong password must be refused (its monitor reports
+#: HANDSHAKE_FAILED_AUTH, proof that the authenticator answers), then the
+#: right one's message passes. ``{async_}``/``{await_}`` are "async "/"await "
+#: for asyncio sockets, empty for green ones.
+AUTH_EXCHANGE = """
+from zmq.utils.monitor import parse_monitor_message
+
+def plain_client(ctx, password):
+    sock = ctx.socket(zmq.PUSH)
+    sock.plain_username, sock.plain_password = b"admin", password
+    sock.linger = 0
+    return sock
+
+{async_}def exchange(ctx, auth):
+    auth.allow("127.0.0.1")
+    auth.configure_plain(domain="*", passwords={{"admin": "secret"}})
+    server = ctx.socket(zmq.PULL)
+    server.plain_server = True
+    server.rcvtimeo = 10_000
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+
+    intruder = plain_client(ctx, b"wrong")
+    monitor = intruder.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    monitor.rcvtimeo = 10_000
+    intruder.connect(f"tcp://127.0.0.1:{{port}}")
+    event = parse_monitor_message({await_}monitor.recv_multipart())["event"]
+    assert event == zmq.EVENT_HANDSHAKE_FAILED_AUTH, event
+    intruder.disable_monitor()
+    monitor.close(linger=0)
+    intruder.close()
+
+    client = plain_client(ctx, b"secret")
+    client.connect(f"tcp://127.0.0.1:{{port}}")
+    {await_}client.send(b"authenticated")
+    got = {await_}server.recv()
+    client.close()
+    server.close(linger=0)
+    return got
+"""
+
+
+def test_patch_zmq_then_auth_thread_authenticates_a_message(tmp_path):
+    lines = run_patched(
+        AUTH_EXCHANGE.format(async_="", await_="")
+        + """
+from zmq.auth.thread import ThreadAuthenticator
+
+ctx = zmq.Context()  # greenzmq's, as every zmq.Context() under zmq=True
+assert type(ctx) is greenzmq.Context
+auth = ThreadAuthenticator(ctx)
+auth.start()
+try:
+    got = exchange(ctx, auth)  # green sockets: each call blocks only this greenlet
+finally:
+    auth.stop()
+ctx.term()
+print(got)
+""",
+        tmp_path,
+    )
+    assert lines[1:] == ["b'authenticated'"]
+
+
+def test_patch_zmq_then_auth_asyncio_authenticates_a_message(tmp_path):
+    lines = run_patched(
+        AUTH_EXCHANGE.format(async_="async ", await_="await ")
+        + """
+import asyncio
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+async def main():
+    ctx = zmq.asyncio.Context()
+    auth = AsyncioAuthenticator(ctx)
+    auth.start()
+    try:
+        return await asyncio.wait_for(exchange(ctx, auth), 20)
+    finally:
+        auth.stop()
+        ctx.destroy(linger=0)
+
+print(asyncio.run(main()))
+""",
+        tmp_path,
+    )
+    assert lines[1:] == ["b'authenticated'"]
