@@ -25,7 +25,7 @@ from zmq import *  # noqa: F403  (every public name of pyzmq, then ours on top)
 from greenzmq import error
 from greenzmq.context import Context
 from greenzmq.device import device, proxy, proxy_steerable
-from greenzmq.error import ForkedSocketError, WrongThreadError
+from greenzmq.error import ForkedSocketError, SocketLentError, WrongThreadError
 from greenzmq.poll import Poller, select
 from greenzmq.serialize import DeserializationError, register_codec
 from greenzmq.socket import Socket
@@ -41,6 +41,7 @@ _OURS = [
     "error",
     "WrongThreadError",
     "ForkedSocketError",
+    "SocketLentError",
     "DeserializationError",
     "register_codec",
     "greenzmq_version",

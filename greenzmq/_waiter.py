@@ -98,6 +98,45 @@ again leaves the fd unreadable until the next change, a failed ``DONTWAIT``
 attempt leaves the mailbox idle (and an fd still readable from earlier
 signals only costs one extra pass), and a watcher woken with nobody waiting
 stops without draining.
+
+Threads: ownership follows use
+==============================
+
+libzmq sockets are not thread-safe, but a socket may *migrate* from one
+thread to another provided a full memory barrier separates the two threads'
+uses of it (the GIL is one). pyzmq code relies on that (a monitor socket made
+in one thread and read in a worker). A :class:`Waiters` belongs to one OS
+thread's hub (its watcher lives in that hub's loop, its waiters are that
+thread's greenlets), so the socket has an owner, and the rule is:
+
+    A socket that nobody waits on (no queued operation, no listener)
+    belongs to whichever thread calls it next.
+
+Every green call compares the calling thread with :attr:`Waiters.thread`
+first (one comparison: the owner pays nothing else). Another thread goes to
+:meth:`Waiters.claim`, which raises :class:`WrongThreadError` if a greenlet
+of the owner waits on the socket (two threads using it at the same time, which
+libzmq forbids), and otherwise moves it: a *fresh* :class:`Waiters` bound to
+the caller's hub replaces ``sock._waiters``. The former owner keeps the old
+object, retired (closed, disarmed), so that code of the old hub still in
+flight (a lazily kept watcher firing, a service pass suspended in a greenlet
+it served) only ever reads that object and stops; it closes the old watcher
+in its own loop (a libev watcher may only be touched by its loop's thread).
+Two things make "nobody waits" a sound test:
+
+5. "Nobody waits" means the queues and listeners are empty, not that the
+   watcher is disarmed: the hub disarms only when its pass resumes after
+   serving the last waiter, and a thread may end, or hand the socket on,
+   without ever giving its hub back.
+6. A service pass whose delivery left nobody waiting ends without touching
+   the socket again (the rule above binds only while somebody waits), so a
+   pass suspended in a served greenlet never resumes into a socket that has
+   moved on.
+
+A socket lent to a device (:meth:`Waiters.lend`: libzmq's own proxy runs on it
+in a native thread) has no green owner until it is given back; its
+:attr:`~Waiters.thread` matches no thread, so every green call reaches
+:meth:`~Waiters.claim` and raises :class:`SocketLentError` without touching it.
 """
 
 from __future__ import annotations
@@ -114,7 +153,7 @@ from gevent.hub import get_hub
 from gevent.monkey import get_original
 from zmq.backend import Socket as _RawSocket
 
-from greenzmq.error import ForkedSocketError, WrongThreadError
+from greenzmq.error import ForkedSocketError, SocketLentError, WrongThreadError
 
 __all__ = ["Waiters", "PARTIAL", "get_ident", "socket_fd", "drain_fd"]
 
@@ -203,6 +242,9 @@ def drain_fd(fd: int) -> None:
 
 #: The ``thread`` of every Waiters inherited by a forked child: matches no thread.
 _FORKED = -1
+#: The ``thread`` of a socket lent to a device's native thread (see Waiters.lend):
+#: matches no thread, so the hot paths' owner check sends every call to claim().
+_LENT = -2
 _live: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -236,10 +278,11 @@ class Waiters:
     Green behaviour
     ---------------
     Created by the green socket in the OS thread that creates it; that
-    thread's hub is the socket's hub. Every method except
-    :meth:`close` must be called from that thread (:class:`WrongThreadError`
-    otherwise). :meth:`service` runs only in the hub; :meth:`wait` only in a
-    greenlet that may block.
+    thread's hub is the socket's hub, until another thread uses the socket
+    while nobody waits on it (:meth:`claim` then moves it). Every method
+    except :meth:`claim` and :meth:`close` must be called from the owning
+    thread (:class:`WrongThreadError` otherwise). :meth:`service` runs only
+    in the hub; :meth:`wait` only in a greenlet that may block.
     """
 
     __slots__ = (
@@ -259,6 +302,8 @@ class Waiters:
         "lazy",
         "closed",
         "close_error",
+        "lent_to",
+        "lender",
         "__weakref__",
     )
 
@@ -284,27 +329,90 @@ class Waiters:
         self.lazy = True
         self.closed = False
         self.close_error: Callable[[], BaseException] | None = None  # why it closed
+        self.lent_to: Any = None  # the device a lent socket runs in (see lend)
+        self.lender = 0  # the thread that lent it, which gets it back
         _live.add(self)
 
     # -- called from the socket's own thread --------------------------------
 
-    def check_thread(self) -> None:
-        """Raise :class:`WrongThreadError` unless called from the owning thread.
+    def claim(self, sock: Any) -> Waiters:
+        """Make the calling OS thread the owner of ``sock``; return its waiters.
 
-        Raises :class:`ForkedSocketError` in a child process for a socket made
+        The socket calls this when the calling thread is not the recorded
+        owner (their hot paths compare :attr:`thread` first, so the owner's
+        calls pay nothing). libzmq lets a socket migrate between threads
+        provided a full memory barrier separates their uses (the GIL is one);
+        the rule here ("ownership follows use"): a socket that nobody waits
+        on (no queued operation, no listener, no service pass pending) belongs
+        to whichever thread uses it next. Its waiter state then moves to a
+        fresh :class:`Waiters` bound to the calling thread's hub, installed
+        as ``sock._waiters`` and returned; the former owner's hub keeps the
+        old object, which nobody else touches, and closes its watcher there
+        (a libev watcher may only be touched by its own loop's thread).
+
+        Raises :class:`WrongThreadError` if a greenlet of the owning thread is
+        waiting on the socket (two threads would use it at the same time),
+        :class:`SocketLentError` while a device runs on it in a native thread,
+        and :class:`ForkedSocketError` in a child process for a socket made
         before the fork.
         """
+        me = get_ident()
+        if self.thread == me:
+            return self
         if self.thread == _FORKED:
             raise ForkedSocketError(
                 "this greenzmq socket was created before os.fork(); libzmq sockets "
                 "cannot be used in a forked child. Create a new Context in the child."
             )
-        if get_ident() != self.thread:
-            raise WrongThreadError(
-                "this greenzmq socket belongs to the gevent hub of thread "
-                f"{self.thread}; it was used from thread {get_ident()}. Create a "
-                "socket per thread (they may share one Context)."
+        if self.thread == _LENT:
+            raise SocketLentError(
+                f"this greenzmq socket is lent to {self.lent_to}, which runs libzmq's loop on it "
+                "in a native thread; it cannot be used until that device ends."
             )
+        if self.closed:
+            return self  # the call itself raises ENOTSOCK, as pyzmq's would
+        if self._busy():
+            raise WrongThreadError(
+                f"this greenzmq socket is in use by thread {self.thread}: a greenlet there is "
+                f"waiting on it, and thread {me} called it at the same time. A socket may move "
+                "to another thread only while nobody waits on it (use one socket per thread, "
+                "or hand it over once its waiters are done)."
+            )
+        moved = Waiters(self.fd, self.drain)
+        moved.lazy = self.lazy
+        self._retire()
+        sock._waiters = moved
+        return moved
+
+    def lend(self, sock: Any, holder: Any) -> None:
+        """Hand ``sock`` to ``holder`` (a device running libzmq's loop in a native thread).
+
+        Until :meth:`give_back`, every green call on the socket raises
+        :class:`SocketLentError` naming ``str(holder)``, without touching the
+        socket; the socket's ``close()`` calls ``holder.stop()`` first, which
+        must end the device and give the socket back. Must be called by the
+        owning thread while nobody waits on the socket (raises
+        :class:`WrongThreadError` otherwise, or :class:`SocketLentError` if it
+        is lent already).
+        """
+        if self.thread == _LENT:
+            raise SocketLentError(f"this greenzmq socket is already lent to {self.lent_to}")
+        if self.thread != get_ident() or self._busy():
+            raise WrongThreadError(
+                "a greenzmq socket can only be lent by its own thread while no greenlet waits on it"
+            )
+        self._disarm_if_idle()
+        # the watcher stays where it is: the device's traffic may raise the fd,
+        # and a watcher firing with nobody waiting stops itself (see service)
+        self.lent_to = holder
+        self.lender = get_ident()
+        self.thread = _LENT
+
+    def give_back(self) -> None:
+        """End a :meth:`lend`: the socket is green again, owned by the thread that lent it."""
+        if self.thread == _LENT:
+            self.thread = self.lender
+            self.lent_to = None
 
     def schedule(self, sock: Any) -> None:
         """Make sure a :meth:`service` pass runs after the caller's socket call."""
@@ -348,6 +456,13 @@ class Waiters:
             self.watcher.stop()
             self.watching = False
 
+    def _release_watcher(self) -> None:
+        # run by the loop the watcher belongs to (see claim and close)
+        self._stop_watching()
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+
     def wait(
         self,
         sock: Any,
@@ -373,7 +488,8 @@ class Waiters:
         merely that others wait ahead): a service pass may then end without
         a confirming ``EVENTS`` reading (see :meth:`service`).
         """
-        self.check_thread()
+        if self.thread != get_ident():
+            raise WrongThreadError("greenzmq: Waiters.wait called outside the socket's own thread")
         if self.closed:
             raise zmq.ZMQError(zmq.ENOTSOCK)
         op = _Op(getcurrent(), run)
@@ -422,7 +538,8 @@ class Waiters:
         starts, for a caller that has just read ``EVENTS`` itself without
         yielding since (the poller, right after ``zmq_poll``).
         """
-        self.check_thread()
+        if self.thread != get_ident():
+            raise WrongThreadError("greenzmq: Waiters.listen called outside the socket's own thread")
         if self.closed:
             raise zmq.ZMQError(zmq.ENOTSOCK)
         self.listeners[key] = (mask, callback)
@@ -485,6 +602,12 @@ class Waiters:
                     if self.listeners:
                         served = self._notify(events) or served
                 if not served:
+                    return
+                if not (self.readers or self.writers or self.listeners):
+                    # Everybody was served and left: no reading is owed (the
+                    # rule binds only while somebody waits), and the socket
+                    # may have moved to another thread meanwhile (see claim):
+                    # this pass must not touch it again.
                     return
                 deliveries += 1
                 if (
@@ -564,19 +687,25 @@ class Waiters:
     def close(self, make_error: Callable[[], BaseException]) -> None:
         """Wake every waiter with ``make_error()`` and release the watcher.
 
-        Called by the socket's ``close()``. From a foreign thread (garbage
-        collection) it only releases an idle watcher; a socket with waiters is
-        referenced by them and cannot be collected.
+        Called by the socket's ``close()``. From another thread (garbage
+        collection, ``Context.destroy``, or a thread the socket moved to
+        without a green call yet) it closes a socket nobody waits on, and its
+        watcher is released by its own loop; a socket that a greenlet waits
+        on raises :class:`WrongThreadError` (such a socket is referenced by
+        its waiters, so garbage collection never gets here with it).
         """
         if self.closed:
             return
-        self.close_error = make_error
         if get_ident() != self.thread:
-            self.closed = True
-            if not self.watching and self.watcher is not None:
-                self.watcher.close()
-                self.watcher = None
+            if self._busy():
+                raise WrongThreadError(
+                    f"this greenzmq socket is in use by thread {self.thread}: a greenlet there is "
+                    f"waiting on it; close it from that thread (thread {get_ident()} tried)"
+                )
+            self.close_error = make_error
+            self._retire()
             return
+        self.close_error = make_error
         if self.readers or self.writers or self.listeners:
             self._fail_all(make_error())
         self.closed = True
@@ -585,3 +714,26 @@ class Waiters:
             self.watcher.close()
             self.watcher = None
         self.armed = False
+
+    def _busy(self) -> bool:
+        # A greenlet of the owning thread waits or listens on the socket.
+        # (Not `armed`: the hub disarms when its pass resumes after serving the
+        # last waiter, which a thread that ends right after never lets it do.)
+        return bool(self.readers or self.writers or self.listeners)
+
+    def _retire(self) -> None:
+        """Stop serving the socket, from a thread that is not the owner.
+
+        Only the former owner's hub may still run this object's code (a lazily
+        kept watcher firing, a service pass queued before the last waiter
+        left); closed and disarmed, it only stops its watcher there. The
+        watcher is closed by its own loop soon after (a libev watcher may only
+        be touched by its loop's thread); if that loop ended with its thread,
+        the watcher goes with it.
+        """
+        self.closed = True
+        if self.watcher is not None:
+            try:
+                self.loop.run_callback_threadsafe(self._release_watcher)
+            except Exception:  # the loop was destroyed with its thread
+                pass

@@ -62,9 +62,11 @@ class Context(SerializingContextMixin, zmq.Context[Socket]):
         """Close every socket of the context, then :meth:`term`; green.
 
         Greenlets waiting on those sockets wake with
-        :class:`zmq.ContextTerminated`. Sockets that belong to another
-        thread's hub are closed by that hub (the call is handed to it), so
-        that thread must be running its hub for ``destroy`` to finish.
+        :class:`zmq.ContextTerminated`. A socket that a greenlet of another
+        thread waits on is closed by that thread's hub (the call is handed to
+        it), so that thread must be running its hub for ``destroy`` to
+        finish; sockets nobody waits on are closed here, whichever thread
+        used them last.
         """
         if self.closed:
             return
@@ -82,8 +84,11 @@ class Context(SerializingContextMixin, zmq.Context[Socket]):
             w = getattr(s, "_waiters", None)
             if w is None:
                 s.close()
-            elif w.thread == me:
+            elif w.thread == me or not w._busy():
+                # ours, or nobody waits on it: it may be closed from this thread
                 s._close(None, _terminated_error)
             else:
+                # a greenlet of another thread waits on it: that thread's hub
+                # closes it and wakes the greenlet with ContextTerminated
                 w.loop.run_callback_threadsafe(s._close, None, _terminated_error)
         self.term()

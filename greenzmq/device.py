@@ -13,6 +13,7 @@ from typing import Any
 import zmq
 
 from greenzmq._relay import _BE_RECV, _BE_SEND, _FE_RECV, _FE_SEND, BURST, _Engine, _Relay
+from greenzmq._waiter import get_ident
 
 __all__ = [
     "BURST",
@@ -33,8 +34,8 @@ def _check_socket(name: str, sock: Any, optional: bool = False) -> None:
     if sock.closed:
         raise zmq.ZMQError(zmq.ENOTSOCK, f"{name} is closed")
     w = getattr(sock, "_waiters", None)
-    if w is not None:
-        w.check_thread()
+    if w is not None and w.thread != get_ident():
+        w.claim(sock)
 
 
 def proxy(frontend: Any, backend: Any, capture: Any = None) -> None:

@@ -28,16 +28,21 @@ __all__ = [
     "ZMQVersionError",
     "WrongThreadError",
     "ForkedSocketError",
+    "SocketLentError",
 ]
 
 
 class WrongThreadError(ZMQBaseError, RuntimeError):
-    """A green socket was used from an OS thread other than the one that made it.
+    """A green socket was used from two OS threads at the same time.
 
-    A greenzmq socket belongs to the gevent hub of the thread that created it
-    (libzmq sockets are not thread-safe, and a hub's watchers may only be
-    touched by its own thread). Several threads may share one Context, each
-    with its own sockets.
+    A greenzmq socket belongs to the gevent hub of the thread that uses it.
+    Ownership follows use: a socket that nobody waits on moves to whichever
+    thread calls it next (libzmq allows a socket to migrate between threads
+    with a full memory barrier between their uses). While a greenlet of one
+    thread waits on the socket (in ``recv``, ``send``, a ``Poller``, a
+    ``ZMQStream``), a call from another thread raises this error instead of
+    touching the socket: libzmq sockets are not thread-safe, and a hub's
+    watchers may only be touched by its own thread.
     """
 
 
@@ -46,4 +51,14 @@ class ForkedSocketError(WrongThreadError):
 
     libzmq contexts and sockets do not survive a fork; the child must create
     its own :class:`greenzmq.Context` (the parent's is untouched).
+    """
+
+
+class SocketLentError(WrongThreadError):
+    """A green socket was used while a device runs libzmq's loop on it.
+
+    :func:`greenzmq.proxy` and the other green devices lend their sockets to
+    libzmq's own proxy in a native thread until the device ends; any other
+    green call on those sockets raises this error, naming the device, without
+    touching the socket.
     """

@@ -36,9 +36,10 @@ Trade-offs of ``zmq=True``
 
 * It is process-wide: every ``zmq.Context()`` in every thread and library
   becomes green. greenzmq sockets work in any thread (each thread's own gevent
-  hub serves them), but a socket must stay in the thread that created it
-  (:class:`greenzmq.error.WrongThreadError` otherwise), and a thread that
-  blocks on one runs that thread's hub.
+  hub serves them) and move between threads as libzmq allows (a socket nobody
+  waits on belongs to whichever thread uses it next; two threads using it at
+  the same time get :class:`greenzmq.error.WrongThreadError`), and a thread
+  that blocks on one runs that thread's hub.
 * pyzmq's own modules and greenzmq's always see the real pyzmq, whenever
   they are imported. They need it: ``zmq.eventloop.future`` runs ``class
   Context(zmq.Context[Socket])`` when imported, which must subclass pyzmq's

@@ -18,7 +18,7 @@ import zmq
 from gevent import getcurrent
 from gevent.hub import get_hub
 
-from greenzmq._waiter import drain_fd, socket_fd
+from greenzmq._waiter import drain_fd, get_ident, socket_fd
 
 __all__ = ["Poller", "select"]
 
@@ -143,6 +143,7 @@ class Poller(zmq.Poller):
             hub.loop.update_now()
             deadline = hub.loop.now() + timeout / 1000.0
         muted: set[Any] = set()
+        self._claim_sockets()
         while True:
             self._check_open()
             for fd in self._drain_fds.values():
@@ -178,6 +179,16 @@ class Poller(zmq.Poller):
                 raise zmq.ZMQError(
                     zmq.ENOTSOCK, f"Socket operation on non-socket: {sock!r} is registered in the poller"
                 )
+
+    def _claim_sockets(self) -> None:
+        # zmq_poll touches every registered socket: green ones must belong to
+        # this thread (they move here if nobody waits on them elsewhere, see
+        # Waiters.claim; WrongThreadError if a greenlet of another thread does)
+        me = get_ident()
+        for sock, _ in self.sockets:
+            w = getattr(sock, "_waiters", None)
+            if w is not None and w.thread != me:
+                w.claim(sock)
 
     def _after_zmq_poll(self) -> None:
         # zmq_poll read EVENTS on every socket, consuming fd signals that

@@ -139,7 +139,7 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         """
         w = self._waiters
         if w.thread != get_ident():
-            w.check_thread()
+            w = w.claim(self)
         if track:
             # tracked sends take the general path and return the green tracker
             attempt = partial(_sugar_send, self, data, flags | _DONTWAIT, copy, True, routing_id, group)
@@ -215,7 +215,7 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         parts = _checked_parts(msg_parts)
         w = self._waiters
         if w.thread != get_ident():
-            w.check_thread()
+            w = w.claim(self)
         result = self._blocking(
             w, w.writers, _SNDTIMEO, _MultipartSend(self, parts, flags, copy, track), flags
         )
@@ -232,7 +232,7 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         """
         w = self._waiters
         if w.thread != get_ident():
-            w.check_thread()
+            w = w.claim(self)
         if not w.readers:
             # the common case, inlined: nobody waits ahead of us
             try:
@@ -268,7 +268,7 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         """
         w = self._waiters
         if w.thread != get_ident():
-            w.check_thread()
+            w = w.claim(self)
         if not w.readers:
             # the common case, inlined as in recv: nobody waits ahead of us
             try:
@@ -292,7 +292,7 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         """
         w = self._waiters
         if w.thread != get_ident():
-            w.check_thread()
+            w = w.claim(self)
         attempt = partial(_raw_recv_into, self, buffer, nbytes=nbytes, flags=flags | _DONTWAIT)
         return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
 
@@ -307,13 +307,20 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         (EINVAL) for a group libzmq refuses (longer than 255 bytes, already
         joined, or not joined when leaving); the socket stays usable.
         """
+        self._owned()
         super().join(_group_bytes(group))
         self._touched()
 
     def leave(self, group: str | bytes) -> None:
         """Leave a RADIO/DISH group; ``group`` as for :meth:`join`."""
+        self._owned()
         super().leave(_group_bytes(group))
         self._touched()
+
+    def _owned(self) -> Waiters:
+        """This socket's waiters, claimed for the calling thread (see :meth:`Waiters.claim`)."""
+        w = self._waiters
+        return w if w.thread == get_ident() else w.claim(self)
 
     def _touched(self) -> None:
         # a call that may change readiness while greenlets wait: re-check EVENTS
@@ -329,12 +336,13 @@ class Socket(SerializingSocketMixin, zmq.Socket):
         Reading ``EVENTS`` consumes the socket's fd signal, so when greenlets
         wait on this socket it queues a check on their behalf.
         """
-        value = _raw_get(self, option)
-        if option == _EVENTS:
-            w = self._waiters
-            if w is not None and w.armed:
+        if option == _EVENTS and self._waiters is not None:
+            w = self._owned()
+            value = _raw_get(self, option)
+            if w.armed:
                 w.schedule(self)
-        return value
+            return value
+        return _raw_get(self, option)
 
     getsockopt = get
 
@@ -362,6 +370,10 @@ class Socket(SerializingSocketMixin, zmq.Socket):
     def _close(self, linger: int | None, make_error: Any) -> None:
         w = self._waiters
         if w is not None and not self.closed:
+            if w.lent_to is not None:
+                # a device runs libzmq's loop on this socket: end it first (it
+                # gives the socket back, unchanged), then close as usual
+                w.lent_to.stop()
             w.close(make_error)
         super().close(linger=linger)
 

@@ -28,7 +28,25 @@ WAKE_BOUND = 1.0
 #: How long teardown waits for a context to terminate before failing the test.
 TERM_BOUND = 10.0
 
+#: How many hub turns wait_parked() gives a greenlet to park before failing.
+PARK_TURNS = 10_000
+
 _inproc_names = itertools.count()
+
+
+def wait_parked(sock, queue: str = "readers", n: int = 1) -> None:
+    """Yield to the hub until ``n`` greenlets are parked on ``sock``'s waiter queue.
+
+    ``queue`` is ``"readers"``, ``"writers"`` or ``"listeners"`` (pollers,
+    streams). Tests use this instead of sleeping for "the greenlet is blocked
+    now": it returns as soon as the waiter holds them, and fails after
+    :data:`PARK_TURNS` turns of the hub (never hangs).
+    """
+    for _ in range(PARK_TURNS):
+        if len(getattr(sock._waiters, queue)) >= n:
+            return
+        gevent.sleep(0)
+    raise AssertionError(f"{n} greenlet(s) did not park on {sock!r}'s {queue} within {PARK_TURNS} hub turns")
 
 
 def pytest_addoption(parser):

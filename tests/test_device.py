@@ -14,7 +14,7 @@ import time
 import gevent
 import pytest
 import zmq as plainzmq
-from conftest import WAKE_BOUND, inproc_endpoint
+from conftest import WAKE_BOUND, inproc_endpoint, wait_parked
 
 import greenzmq as zmq
 from greenzmq.device import BURST
@@ -276,17 +276,49 @@ def test_bad_arguments_raise_before_forwarding(ctx):
     assert s.recv() == b"still fine"
 
 
-def test_socket_of_another_thread_is_refused(ctx):
+def test_socket_waited_on_in_another_thread_is_refused(ctx):
+    """A socket moves to the thread that uses it only while nobody waits on it:
+    with a greenlet of another thread parked in its recv, the device refuses it."""
+    addr = inproc_endpoint()
+    made, got, parked = [], [], threading.Event()
+
+    def other():
+        s = ctx.socket(zmq.PULL)
+        s.linger = 0
+        s.bind(addr)
+        made.append(s)
+        r = gevent.spawn(s.recv)
+        wait_parked(s)
+        parked.set()
+        got.append(r.get(timeout=END_BOUND))
+        s.close()
+
+    t = threading.Thread(target=other, daemon=True)
+    t.start()
+    assert parked.wait(END_BOUND)
+    mine = _sock(ctx, zmq.PUSH)
+    release = _sock(ctx, zmq.PUSH, connect=addr)
+    with pytest.raises(WrongThreadError, match="waiting on it"):
+        zmq.proxy(made[0], mine)
+    release.send(b"done")
+    t.join(END_BOUND)
+    assert got == [b"done"]
+
+
+def test_socket_made_by_another_thread_moves_to_the_device(ctx, spawn):
+    """Ownership follows use: a socket another thread made (and left idle) can run a device here."""
     made = []
-    t = threading.Thread(target=lambda: made.append(ctx.socket(zmq.PULL)))
+    t = threading.Thread(target=lambda: made.append(_sock(ctx, zmq.PULL, bind=inproc_endpoint())))
     t.start()
     t.join(END_BOUND)
-    mine = _sock(ctx, zmq.PUSH)
-    try:
-        with pytest.raises(WrongThreadError):
-            zmq.proxy(made[0], mine)
-    finally:
-        made[0].close(linger=0)
+    fe = made[0]
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    spawn(zmq.proxy, fe, be)
+    push = _sock(ctx, zmq.PUSH, connect=fe.last_endpoint)
+    pull = _sock(ctx, zmq.PULL, connect=be.last_endpoint)
+    pull.rcvtimeo = int(END_BOUND * 1000)
+    push.send(b"through")
+    assert pull.recv() == b"through"
 
 
 # -- proxy_steerable ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import gevent
 import gevent.event
 import pytest
 import zmq as plainzmq
-from conftest import WAKE_BOUND
+from conftest import TERM_BOUND, WAKE_BOUND, connected_pair, wait_parked
 
 import greenzmq as zmq
 from greenzmq.error import WrongThreadError
@@ -157,25 +157,175 @@ def test_idle_waiters_use_no_cpu(ctx, spawn):
     assert not any(g.ready() for g in glets)
 
 
-def test_wrong_thread_raises_clear_error(ctx):
-    sock = ctx.socket(zmq.PULL)
-    sock.bind_to_random_port("tcp://127.0.0.1")
-    errors = []
+def _in_thread(fn, *args):
+    """Run ``fn(*args)`` in a new OS thread (its own gevent hub); return its result or raise."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as exc:  # handed back to the test's thread
+            result["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    # the calling thread's hub keeps running (a lazily kept watcher may fire there)
+    for _ in range(int(THREAD_BOUND / 0.005)):
+        if not t.is_alive():
+            break
+        gevent.sleep(0.005)
+    t.join(0)
+    assert not t.is_alive(), f"{fn} did not finish within {THREAD_BOUND}s"
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+#: How long a helper thread of these tests may run.
+THREAD_BOUND = 20.0
+
+
+def test_idle_socket_moves_to_the_thread_that_uses_it(ctx):
+    """Ownership follows use: a socket nobody waits on belongs to whichever
+    thread calls it next, back and forth, blocking calls included."""
+    a, b = connected_pair(ctx, zmq.PAIR, zmq.PAIR)
+    b.rcvtimeo = int(THREAD_BOUND * 1000)
+
+    def echo_once():
+        b.send(b.recv())  # blocks this thread's greenlet until the message comes
+        return threading.get_ident()
+
+    for i in range(20):
+        g = gevent.spawn(_in_thread, echo_once)
+        a.send(b"ping %d" % i)
+        assert g.get(timeout=THREAD_BOUND) != threading.get_ident()
+        assert a.recv() == b"ping %d" % i
+        # ...and back in this thread, with a blocking receive that parks here
+        r = gevent.spawn(b.recv)
+        wait_parked(b)
+        a.send(b"home %d" % i)
+        assert r.get(timeout=WAKE_BOUND) == b"home %d" % i
+
+
+def test_moved_socket_keeps_no_lost_wakeups_in_its_new_thread(ctx):
+    """After a move, the new thread's greenlets share the socket under the usual
+    rule: a sender and a receiver on one socket, many round trips, nothing lost."""
+    a, b = connected_pair(ctx, zmq.DEALER, zmq.DEALER)
+    gevent.spawn(b.recv).kill()  # the old thread armed, then left: a lazily kept watcher
+    n = 500
+
+    def worker():
+        import gevent as g
+
+        got = []
+        reader = g.spawn(lambda: [got.append(b.recv()) for _ in range(n)])
+        for i in range(n):
+            b.send(b"%d" % i)
+        reader.join(THREAD_BOUND)
+        return got
+
+    def echo():
+        for _ in range(n):
+            a.send(a.recv())
+
+    e = gevent.spawn(echo)
+    got = _in_thread(worker)
+    e.join(THREAD_BOUND)
+    assert got == [b"%d" % i for i in range(n)]
+
+
+def test_concurrent_use_from_two_threads_raises(ctx, spawn):
+    """While a greenlet of one thread waits on a socket, every call from another
+    thread raises WrongThreadError saying so, and touches nothing."""
+    a, b = connected_pair(ctx, zmq.PAIR, zmq.PAIR)
+    waiting = spawn(b.recv)
+    wait_parked(b)
+    calls = {
+        "recv": b.recv,
+        "send": lambda: b.send(b"x"),
+        "recv_multipart": b.recv_multipart,
+        "send_multipart": lambda: b.send_multipart([b"x", b"y"]),
+        "EVENTS": lambda: b.get(zmq.EVENTS),
+        "poll": lambda: b.poll(0),
+        "close": b.close,
+    }
 
     def other():
-        for call in (sock.recv, lambda: sock.send(b"x"), sock.recv_multipart):
+        errors = {}
+        for name, call in calls.items():
             try:
                 call()
             except WrongThreadError as e:
-                errors.append(str(e))
+                errors[name] = str(e)
+        return errors
 
-    t = threading.Thread(target=other)
+    errors = _in_thread(other)
+    assert sorted(errors) == sorted(calls)
+    assert all("at the same time" in msg or "waiting on it" in msg for msg in errors.values()), errors
+    assert not b.closed
+    a.send(b"still here")
+    assert waiting.get(timeout=WAKE_BOUND) == b"still here"
+    a.send(b"nothing was sent by the other thread")
+    b.rcvtimeo = int(WAKE_BOUND * 1000)
+    assert b.recv() == b"nothing was sent by the other thread"
+
+
+def test_monitor_socket_in_a_worker_thread(ctx):
+    """pyzmq's monitoring pattern: get_monitor_socket() in the main thread, a
+    worker thread loops on poll() and recv_monitor_message(), and term() ends."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    server = ctx.socket(zmq.REP)
+    server.linger = 0
+    mon = server.get_monitor_socket()
+    seen = []
+
+    def watch():
+        while True:
+            if mon.poll(int(THREAD_BOUND * 1000)):
+                event = recv_monitor_message(mon)
+                seen.append(event["event"])
+                if event["event"] == zmq.EVENT_MONITOR_STOPPED:
+                    break
+            else:
+                break
+        mon.close()
+
+    t = threading.Thread(target=watch, daemon=True)
     t.start()
-    t.join(10)
-    assert len(errors) == 3 and "thread" in errors[0]
-    sock.rcvtimeo = 0
-    with pytest.raises(zmq.Again):
-        sock.recv()  # still fine in its own thread
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client = ctx.socket(zmq.REQ)
+    client.linger = 0
+    client.connect(f"tcp://127.0.0.1:{port}")
+    client.send(b"hello")
+    assert server.recv() == b"hello"
+    server.send(b"world")
+    assert client.recv() == b"world"
+    server.disable_monitor()
+    for _ in range(int(THREAD_BOUND / 0.005)):
+        if not t.is_alive():
+            break
+        gevent.sleep(0.005)
+    assert not t.is_alive()
+    assert zmq.EVENT_LISTENING in seen and zmq.EVENT_ACCEPTED in seen
+    assert seen[-1] == zmq.EVENT_MONITOR_STOPPED
+    assert mon.closed
+    client.close()
+    server.close()
+    with gevent.Timeout(TERM_BOUND):
+        ctx.term()  # nothing left open: the worker could close the monitor socket
+
+
+def test_destroy_closes_a_socket_whose_last_thread_ended(ctx):
+    """A socket last used (and so owned) by a thread that has ended is closed by
+    destroy() from any thread; a waiting one in a live thread is handed over."""
+    a, b = connected_pair(ctx, zmq.PAIR, zmq.PAIR)
+    b.rcvtimeo = int(THREAD_BOUND * 1000)
+    a.send(b"x")
+    assert _in_thread(b.recv) == b"x"  # b now belongs to that (ended) thread
+    with gevent.Timeout(TERM_BOUND):
+        ctx.destroy(linger=0)
+    assert a.closed and b.closed
 
 
 @pytest.mark.timeout(60)

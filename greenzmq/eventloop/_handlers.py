@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
 
+from greenzmq._waiter import get_ident
 from greenzmq.error import WrongThreadError
 
 if TYPE_CHECKING:
@@ -150,6 +151,8 @@ class _SocketHandler(_Handler):
                 f"{sock!r} is not a greenzmq socket: the IOLoop waits on a zmq socket through its green "
                 "waiter. Use greenzmq.Context().socket(...) or greenzmq.Socket(shadow=sock)."
             )
+        if waiters.thread != get_ident():
+            waiters = waiters.claim(sock)  # ownership follows use (Waiters.claim)
         if waiters.hub is not loop._hub:
             raise WrongThreadError("this zmq socket belongs to another thread's hub than this IOLoop")
         super().__init__(loop, sock, handler, events)
@@ -161,7 +164,10 @@ class _SocketHandler(_Handler):
             return
         sock = self.obj
         try:
-            sock._waiters.listen(sock, self, mask, self._fired)
+            waiters = sock._waiters
+            if waiters.thread != get_ident():
+                waiters = waiters.claim(sock)  # used by another thread meanwhile
+            waiters.listen(sock, self, mask, self._fired)
         except zmq.ZMQError:  # closed: report it once
             self.busy = True
             self.loop._post(self._dispatch, (ERROR,), None)

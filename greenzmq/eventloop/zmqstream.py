@@ -480,7 +480,7 @@ class ZMQStream:
         self._check_closed()
         # flush works the socket in the caller's thread: refuse another thread's
         # call before anything is taken (the stream calls pyzmq directly)
-        self.socket._waiters.check_thread()
+        self.socket._owned()
         if limit is not None and limit < 0:
             raise ValueError(f"flush: limit must be None or >= 0, not {limit!r}")
         count = 0
