@@ -150,6 +150,7 @@ from typing import Any, Callable
 import zmq
 from gevent import getcurrent
 from gevent.hub import get_hub
+from gevent.hub import reinit as gevent_reinit
 from gevent.monkey import get_original
 from zmq.backend import Socket as _RawSocket
 
@@ -254,6 +255,14 @@ def _after_fork_in_child() -> None:
     # fail the (free) thread check on the fast path, with a clear error.
     for w in list(_live):
         w.thread = _FORKED
+    # A plain os.fork() (gevent not monkey-patched) leaves the forking thread's
+    # hub sharing its event loop's epoll and wake-up fds with the parent, and
+    # its threadpool believing in workers that do not exist in the child.
+    # gevent's fork() calls reinit() for that; do it for a plain fork too, so
+    # that greenzmq works in the child (gevent documents reinit() as
+    # idempotent, so gevent.fork()'s own call after this one is harmless).
+    # It does nothing in a thread that has no hub.
+    gevent_reinit()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

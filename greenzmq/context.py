@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 from gevent import getcurrent
 from gevent.hub import get_hub
 
+from greenzmq._native import run_native
 from greenzmq._waiter import get_ident
 from greenzmq.serialize import SerializingContextMixin
 from greenzmq.socket import Socket, _terminated_error
@@ -18,8 +19,17 @@ __all__ = ["Context"]
 _raw_term = zmq.Context.term
 
 
-class Context(SerializingContextMixin, zmq.Context[Socket]):
+#: The class of the sockets a context makes, for type checkers and subclasses:
+#: ``class MyContext(greenzmq.Context[MySocket])`` as with pyzmq's generic Context.
+_SocketType = TypeVar("_SocketType", bound=Socket, covariant=True)
+
+
+class Context(SerializingContextMixin, zmq.Context[_SocketType]):
     """A :class:`zmq.Context` whose sockets are green :class:`greenzmq.Socket`.
+
+    Generic in its socket class, like pyzmq's: a subclass written
+    ``class SerializingContext(greenzmq.Context[SerializingSocket])`` with
+    ``_socket_class = SerializingSocket`` makes green sockets of that class.
 
     Default socket options (``ctx.linger = 0``, ``ctx.setsockopt``) and
     ``ctx.socket(type, socket_class=...)`` work as in pyzmq.
@@ -29,14 +39,15 @@ class Context(SerializingContextMixin, zmq.Context[Socket]):
     Green behaviour
     ---------------
     :meth:`term` and :meth:`destroy` called from a greenlet block only that
-    greenlet: libzmq's blocking ``zmq_ctx_term`` runs in gevent's threadpool
-    while the hub keeps running, so greenlets blocked on the context's sockets
+    greenlet: libzmq's blocking ``zmq_ctx_term`` runs in a native OS thread
+    of its own (not gevent's bounded threadpool, which a plain ``os.fork()``
+    leaves broken in the child) while the hub keeps running, so greenlets blocked on the context's sockets
     wake with :class:`zmq.ContextTerminated`, can close their sockets, and
     ``term`` completes. One Context may be shared by several OS threads, each
     with its own hub and its own sockets.
     """
 
-    _socket_class = Socket
+    _socket_class: type[_SocketType] = Socket  # type: ignore[assignment]  # the default of a generic
     _repr_cls = "greenzmq.Context"
     # greenzmq's own singleton (pyzmq's lives on zmq.Context)
     _instance: Any = None
@@ -52,11 +63,10 @@ class Context(SerializingContextMixin, zmq.Context[Socket]):
         """
         if self.closed:
             return
-        hub = get_hub()
-        if getcurrent() is hub:
+        if getcurrent() is get_hub():
             _raw_term(self)
             return
-        hub.threadpool.apply(_raw_term, (self,))
+        run_native(_raw_term, self)
 
     def destroy(self, linger: int | None = None) -> None:
         """Close every socket of the context, then :meth:`term`; green.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 from zmq.backend import Socket as _RawSocket
@@ -36,6 +36,11 @@ _RCVMORE = int(zmq.RCVMORE)
 _RCVTIMEO = int(zmq.RCVTIMEO)
 _SNDTIMEO = int(zmq.SNDTIMEO)
 _EVENTS = int(zmq.EVENTS)
+
+
+#: What the socket's ``recv`` returns, for type checkers: ``Socket[bytes]`` as
+#: in pyzmq (``zmq.Socket`` is generic in it).
+_SocketReturnT_co = TypeVar("_SocketReturnT_co", covariant=True)
 
 
 def _again() -> zmq.Again:
@@ -68,7 +73,7 @@ def _checked_parts(msg_parts: Sequence[Any]) -> list[Any]:
     return parts
 
 
-class Socket(SerializingSocketMixin, zmq.Socket):
+class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
     """A :class:`zmq.Socket` whose blocking calls block only the calling greenlet.
 
     Green behaviour

@@ -138,3 +138,95 @@ def test_socket_on_terminated_context_raises():
     ctx.term()
     with pytest.raises(zmq.ZMQError):
         ctx.socket(zmq.PUSH)
+
+
+#: A child forked with a plain os.fork() (gevent not monkey-patched) makes its
+#: own Context, moves a message through a green socket pair and terms: it must
+#: not hang, whether or not the parent termed a context (greenzmq's term runs
+#: in a native thread) or ran its hub before forking. Prints the child's word.
+_PLAIN_FORK_SCRIPT = """
+import os, sys, gevent
+import greenzmq as zmq
+if sys.argv[1] == "termed":
+    early = zmq.Context()
+    early.socket(zmq.PUSH).close()
+    early.term()
+parent = zmq.Context.instance()
+gevent.sleep(0)  # the parent's hub has run
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    word = b"failed"
+    try:
+        first = zmq.Context.instance()  # pyzmq's test_fork_instance: straight to term()
+        assert first is not parent and not first.closed
+        first.term()
+        ctx = zmq.Context.instance()
+        a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        a.bind("inproc://fork"); b.connect("inproc://fork")
+        reader = gevent.spawn(b.recv)
+        gevent.sleep(0)
+        a.send(b"child")
+        word = reader.get(timeout=10)
+        a.close(); b.close()
+        ctx.term()
+    finally:
+        os.write(w, word)
+        os._exit(0)
+os.close(w)
+print(os.read(r, 100).decode())
+os.waitpid(pid, 0)
+parent.term()
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("before", ["termed", "fresh"])
+def test_plain_fork_child_makes_and_terms_its_own_context(tmp_path, before):
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork.py"
+    script.write_text(_PLAIN_FORK_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), before], capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "child"
+
+
+class SerializingSocket(zmq.Socket[bytes]):
+    """pyzmq's documented subclassing pattern (examples/serialization), unchanged."""
+
+    def send_zipped_pickle(self, obj, flags=0):
+        import pickle
+        import zlib
+
+        return self.send(zlib.compress(pickle.dumps(obj)), flags=flags)
+
+    def recv_zipped_pickle(self, flags=0):
+        import pickle
+        import zlib
+
+        return pickle.loads(zlib.decompress(self.recv(flags)))
+
+
+class SerializingContext(zmq.Context[SerializingSocket]):
+    _socket_class = SerializingSocket
+
+
+def test_generic_subclasses_make_green_sockets_of_the_subclass(spawn):
+    """``zmq.Context[MySocket]`` / ``zmq.Socket[bytes]`` subclass as with pyzmq,
+    and the sockets they make are green (a blocked recv parks only its greenlet)."""
+    from conftest import connected_pair, wait_parked
+
+    assert zmq.Socket[bytes] is not None and zmq.Context[zmq.Socket] is not None
+    ctx = SerializingContext()
+    try:
+        a, b = connected_pair(ctx, zmq.PAIR, zmq.PAIR)
+        assert type(a) is SerializingSocket and isinstance(a, zmq.Socket)
+        receiver = spawn(b.recv_zipped_pickle)
+        wait_parked(b)  # blocked in the hub, not the thread: this greenlet still runs
+        a.send_zipped_pickle({"answer": 42})
+        assert receiver.get(timeout=WAKE_BOUND) == {"answer": 42}
+    finally:
+        with gevent.Timeout(10):
+            ctx.destroy(linger=0)
