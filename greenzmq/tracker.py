@@ -221,12 +221,16 @@ class MessageTracker(zmq.MessageTracker):
                 _detach(event, hook)
 
 
-def green_tracker(tracker: zmq.MessageTracker | None) -> MessageTracker | None:
-    """Return ``tracker`` as a green :class:`MessageTracker` (``None`` stays ``None``).
+def green_tracker(tracker: zmq.MessageTracker | None) -> zmq.MessageTracker | None:
+    """Return ``tracker`` in a form whose ``wait()`` blocks only the greenlet.
 
-    Used by the green socket's ``send(..., track=True)``: the returned tracker
-    follows the same buffers as pyzmq's.
+    Used by the green socket's ``send(..., track=True)``. A tracker that may
+    still be pending becomes a green :class:`MessageTracker` following the
+    same buffers; one that is already done is returned as pyzmq made it (its
+    ``wait()`` returns at once), so a tracked send below ``copy_threshold``
+    returns pyzmq's own ``zmq._FINISHED_TRACKER``, as with pyzmq. ``None``
+    stays ``None``.
     """
-    if tracker is None or isinstance(tracker, MessageTracker):
+    if tracker is None or isinstance(tracker, MessageTracker) or tracker.done:
         return tracker
     return MessageTracker(tracker)
