@@ -209,7 +209,7 @@ def _reschedule(sockets: list[Any]) -> None:
     for sock in sockets:
         w = getattr(sock, "_waiters", None)
         if w is not None and w.armed:
-            w.schedule(sock)
+            w.touched(sock)
 
 
 class _SocketGone(Exception):

@@ -46,15 +46,21 @@ go through it):
   raises the fd and the watcher calls ``service`` again.
 * Every call made on the socket by anybody else while someone waits
   (a fast-path ``send``/``recv``, a user's ``EVENTS`` query, a poller's
-  ``zmq_poll``), *whether it succeeds or fails* (a send refused with
-  EHOSTUNREACH or EFSM may have processed the commands before refusing),
-  calls :meth:`Waiters.schedule`, which queues one ``service``
-  run unless one is already queued or running (a running pass reads ``EVENTS``
-  again before it may stop, so it covers calls made while it runs).
-* The ``EVENTS`` check *after* the watch started: a listener (poller, event
-  loop) schedules one when it starts listening. A blocked ``send``/``recv``
-  needs none, because its own failed ``DONTWAIT`` attempt, made just before
-  with no yield since, already left the mailbox in the state fact 3 describes:
+  ``zmq_poll``, a stream's non-blocking calls), *whether it succeeds or
+  fails* (a send refused with EHOSTUNREACH or EFSM may have processed the
+  commands before refusing), is followed by :meth:`Waiters.touched`: the rule
+  as one call, which queues one ``service`` run unless one is already queued
+  or running (a running pass reads ``EVENTS`` again before it may stop, so it
+  covers calls made while it runs). Code that calls libzmq on a green socket
+  outside :class:`Waiters` owes that call after each of its calls; the hot
+  paths may skip it while ``armed`` is false (nobody waits), and nothing else.
+* The ``EVENTS`` check *after* the watch started: :meth:`Waiters.listen`
+  queues one when a listener (event loop) starts listening. A blocked
+  ``send``/``recv`` (:meth:`Waiters.wait_after_attempt`) needs none, and
+  neither does a poller that has just run ``zmq_poll``
+  (:meth:`Waiters.listen_after_reading`), because their own failed
+  ``DONTWAIT`` attempt or ``EVENTS`` reading, made just before with no yield
+  since, already left the mailbox in the state fact 3 describes:
   libzmq's non-blocking ``recv`` processes every pending command before it
   returns EAGAIN, and a non-blocking ``send`` either does the same or (when
   throttled) processes none, leaving the fd raised by whatever is pending.
@@ -148,15 +154,14 @@ from collections import deque
 from typing import Any, Callable
 
 import zmq
-from gevent import getcurrent
-from gevent.hub import get_hub
+from gevent.hub import Waiter, get_hub
 from gevent.hub import reinit as gevent_reinit
 from gevent.monkey import get_original
 from zmq.backend import Socket as _RawSocket
 
 from greenzmq.error import ForkedSocketError, SocketLentError, WrongThreadError
 
-__all__ = ["Waiters", "PARTIAL", "get_ident", "socket_fd", "drain_fd"]
+__all__ = ["Waiters", "PARTIAL", "get_ident", "socket_fd", "drain_fd", "waiters_of"]
 
 #: The OS thread's id, even after ``gevent.monkey.patch_all()`` (which makes
 #: ``threading.get_ident`` return greenlet ids).
@@ -202,6 +207,16 @@ def _proxy_fd(sock: Any) -> int:
     if _DraftFDWarning is not None:
         warnings.filterwarnings("ignore", category=_DraftFDWarning, module=r"greenzmq\._waiter\Z")
     return _raw_get(sock, _FD)
+
+
+def waiters_of(sock: Any) -> Waiters | None:
+    """The :class:`Waiters` of a green socket; ``None`` for a plain zmq socket or an fd.
+
+    The one way code outside the socket reaches a socket's waiters. The
+    caller must still be the owning thread to use them (compare
+    :attr:`Waiters.thread`, or :meth:`Waiters.claim`).
+    """
+    return getattr(sock, "_waiters", None)
 
 
 def socket_fd(sock: Any) -> tuple[int, bool]:
@@ -268,17 +283,23 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class _Op:
-    """One blocked call: who waits, and the non-blocking attempt to retry."""
+class _Op(Waiter):
+    """One blocked call: gevent's one-shot :class:`~gevent.hub.Waiter` (the
+    greenlet parks in ``get()``, the hub delivers with ``switch(result)`` or
+    ``throw(exc)``), plus the non-blocking attempt the hub retries for it.
 
-    __slots__ = ("glet", "run", "result", "queued", "waiting")
+    ``committed`` is set once the attempt made progress it cannot take back
+    (part of a multipart message sent): the operation then stays queued until
+    the hub finishes it, even if its greenlet leaves.
+    """
 
-    def __init__(self, glet: Any, run: Callable[[], Any]) -> None:
-        self.glet = glet
+    __slots__ = ("run", "queued", "committed")
+
+    def __init__(self, hub: Any, run: Callable[[], Any], committed: bool = False) -> None:
+        Waiter.__init__(self, hub)
         self.run = run
-        self.result: Any = None
         self.queued = True
-        self.waiting = True
+        self.committed = committed
 
 
 class Waiters:
@@ -423,11 +444,21 @@ class Waiters:
             self.thread = self.lender
             self.lent_to = None
 
-    def schedule(self, sock: Any) -> None:
-        """Make sure a :meth:`service` pass runs after the caller's socket call."""
-        self.quiet = False
-        if not self.pending and not self.closed:
+    def touched(self, sock: Any) -> None:
+        """The rule of this module: call after every call on the socket.
+
+        Any call on a socket (``send``, ``recv``, ``EVENTS``, ``zmq_poll``),
+        whether it succeeded or failed, may have processed libzmq's commands
+        and so consumed the fd signal that a waiting greenlet needs (fact 1).
+        While somebody waits (:attr:`armed`), this queues one :meth:`service`
+        pass, which reads ``EVENTS`` afresh, unless one is already queued or
+        running (a running pass reads ``EVENTS`` again before it may stop, so
+        it covers calls made while it runs). Hot paths may test ``armed``
+        first to skip the call; nothing else may be left out.
+        """
+        if self.armed and not self.pending and not self.closed:
             self.pending = True
+            self.quiet = False
             self.loop.run_callback(self.service, sock)
 
     def _arm(self, sock: Any, check: bool) -> None:
@@ -444,7 +475,7 @@ class Waiters:
         self.armed = True
         if check:
             # the EVENTS check *after* the watch started
-            self.schedule(sock)
+            self.touched(sock)
 
     def _disarm_if_idle(self) -> None:
         # The watcher keeps running: a socket whose greenlets come back to wait
@@ -472,83 +503,99 @@ class Waiters:
             self.watcher.close()
             self.watcher = None
 
-    def wait(
-        self,
-        sock: Any,
-        queue: deque,
-        run: Callable[[], Any],
-        timeout_ms: int,
-        front: bool = False,
-        check: bool = True,
-        fresh: bool = False,
-    ) -> Any:
-        """Block the calling greenlet until ``run()`` succeeds in the hub.
+    def wait_after_attempt(self, sock: Any, queue: deque, run: Callable[[], Any], timeout_ms: int) -> Any:
+        """Block until ``run()`` succeeds in the hub; the caller's own ``run()`` just failed.
 
-        ``run`` is a non-blocking attempt that raises :class:`zmq.Again` while
-        the socket is not ready. Returns what ``run`` returned. Raises
-        :class:`zmq.Again` after ``timeout_ms`` (negative: no timeout), and
-        whatever ``run`` raised otherwise. Interrupting the wait (Timeout,
-        kill) removes the caller from the queue with nothing taken.
-        ``front`` puts the caller ahead of the queue (a message already half
-        sent must be finished before anything else). ``check=False`` skips the
-        ``EVENTS`` check after the watch starts; only for a caller whose own
-        failed attempt came just before, with no yield since (see the essay).
-        ``fresh=True`` says that this failed attempt was the caller's own (not
-        merely that others wait ahead): a service pass may then end without
-        a confirming ``EVENTS`` reading (see :meth:`service`).
+        For a caller whose own non-blocking attempt failed with EAGAIN just
+        before, with no yield since: that attempt left the mailbox as an
+        ``EVENTS`` reading would (see the essay), so the watch needs no check
+        after it starts, and a pass that serves nobody else may end on it.
+        ``run`` raises :class:`zmq.Again` while the socket is not ready;
+        returns what it returned. Raises :class:`zmq.Again` after
+        ``timeout_ms`` (negative: no timeout), and whatever ``run`` raised
+        otherwise. Interrupting the wait (Timeout, kill) removes the caller
+        from the queue with nothing taken.
         """
-        if self.thread != get_ident():
-            raise WrongThreadError("greenzmq: Waiters.wait called outside the socket's own thread")
-        if self.closed:
-            raise zmq.ZMQError(zmq.ENOTSOCK)
-        op = _Op(getcurrent(), run)
-        if front:
-            queue.appendleft(op)
-        else:
-            queue.append(op)
+        op = _Op(self.hub, run)
+        queue.append(op)
+        return self._wait(sock, queue, op, timeout_ms, False, True)
+
+    def wait_in_turn(self, sock: Any, queue: deque, run: Callable[[], Any], timeout_ms: int) -> Any:
+        """Block behind the greenlets already waiting in this direction (first come, first served).
+
+        The caller made no attempt (it would overtake them); the watch is
+        already armed for them. Otherwise as :meth:`wait_after_attempt`.
+        """
+        op = _Op(self.hub, run)
+        queue.append(op)
+        return self._wait(sock, queue, op, timeout_ms, False, False)
+
+    def finish_first(self, sock: Any, queue: deque, run: Callable[[], Any]) -> Any:
+        """Finish an operation already under way, ahead of everybody, without timeout.
+
+        For a multipart send stalled by the high-water mark after some of its
+        frames went out (``run`` returned :data:`PARTIAL`): a half message
+        cannot be taken back, so it is finished before anything else is sent,
+        by the hub if the caller is interrupted meanwhile.
+        """
+        op = _Op(self.hub, run, committed=True)
+        queue.appendleft(op)
+        return self._wait(sock, queue, op, -1, True, False)
+
+    def _wait(self, sock: Any, queue: deque, op: _Op, timeout_ms: int, check: bool, quiet: bool) -> Any:
+        if self.thread != get_ident() or self.closed:
+            queue.remove(op)
+            if self.closed:
+                raise zmq.ZMQError(zmq.ENOTSOCK)
+            raise WrongThreadError("greenzmq: a socket's waiters used outside its own thread")
         timer = None
         try:
             self._arm(sock, check)
-            self.quiet = fresh
+            self.quiet = quiet
             if timeout_ms >= 0:
                 timer = self.loop.timer(timeout_ms / 1000.0)
                 # update=True: count from the real now, not the loop's cached
                 # time, which is stale by however long this thread ran (or
                 # blocked) since the loop last polled; else RCVTIMEO fires early
                 timer.start(self._expire, op, update=True)
-            if self.hub.switch() is not op:
-                raise zmq.ZMQError(
-                    zmq.EFAULT, "greenzmq: unexpected switch into a greenlet waiting on a socket"
-                )
-            return op.result
+            return op.get()
         finally:
-            op.waiting = False
             if timer is not None:
                 timer.close()
-            if op.queued and not getattr(run, "sent", 0):
+            if op.queued and not op.committed:
                 op.queued = False
                 queue.remove(op)
                 self._disarm_if_idle()
             # else: a multipart message already half sent stays queued and
             # is finished by the hub (a half message cannot be taken back)
 
-    def listen(
-        self, sock: Any, key: Any, mask: int, callback: Callable[[int], Any], check: bool = True
-    ) -> None:
+    def listen(self, sock: Any, key: Any, mask: int, callback: Callable[[int], Any]) -> None:
         """Call ``callback(events)`` once, from the hub, when ``EVENTS & mask``.
 
         A listener is one-shot: it is removed before it is called. It runs
         in the hub and must not block; it may switch straight into a waiting
         greenlet (as the waiter does to deliver a result), provided that
         greenlet later gives the hub back by blocking as usual. It must ignore
-        a call that comes after its owner stopped waiting. ``callback(0)`` means the socket was closed or its context
-        terminated; every listener gets that call, so ``mask=0`` listens for
-        close and termination alone (a paused device does). ``check=False`` skips the ``EVENTS`` check after the watch
-        starts, for a caller that has just read ``EVENTS`` itself without
-        yielding since (the poller, right after ``zmq_poll``).
+        a call that comes after its owner stopped waiting. ``callback(0)``
+        means the socket was closed or its context terminated; every listener
+        gets that call, so ``mask=0`` listens for close and termination alone.
+        An ``EVENTS`` check follows the start of the watch, so readiness that
+        is already there is reported at once.
         """
+        self._listen(sock, key, mask, callback, True)
+
+    def listen_after_reading(self, sock: Any, key: Any, mask: int, callback: Callable[[int], Any]) -> None:
+        """:meth:`listen`, for a caller that has just read ``EVENTS`` itself, with no yield since.
+
+        The poller, right after ``zmq_poll`` found nothing ready: that reading
+        left the mailbox idle (fact 3), so the next change raises the fd and
+        no check after the watch starts is needed.
+        """
+        self._listen(sock, key, mask, callback, False)
+
+    def _listen(self, sock: Any, key: Any, mask: int, callback: Callable[[int], Any], check: bool) -> None:
         if self.thread != get_ident():
-            raise WrongThreadError("greenzmq: Waiters.listen called outside the socket's own thread")
+            raise WrongThreadError("greenzmq: a socket's waiters used outside its own thread")
         if self.closed:
             raise zmq.ZMQError(zmq.ENOTSOCK)
         self.listeners[key] = (mask, callback)
@@ -561,9 +608,10 @@ class Waiters:
 
     # -- run in the hub --------------------------------------------------------
 
-    def _expire(self, op: _Op) -> None:
-        if op.waiting:
-            op.glet.throw(zmq.Again(zmq.EAGAIN))
+    @staticmethod
+    def _expire(op: _Op) -> None:
+        if op.greenlet is not None:  # still parked in get()
+            op.throw(zmq.Again(zmq.EAGAIN))
 
     def _on_fd(self, sockref: Any) -> None:
         sock = sockref()
@@ -653,16 +701,17 @@ class Waiters:
         except Exception as exc:
             queue.popleft()
             op.queued = False
-            if op.waiting:
-                op.glet.throw(exc)
+            if op.greenlet is not None:
+                op.throw(exc)
             return True
         if result is PARTIAL:
+            op.committed = True  # stays at the head until the rest is sent
             return True
         queue.popleft()
         op.queued = False
-        if op.waiting:
-            op.result = result
-            op.glet.switch(op)
+        # to the parked greenlet; kept in the cell if it left (a committed
+        # multipart send finished by the hub after a timeout: nobody reads it)
+        op.switch(result)
         return True
 
     def _notify(self, events: int) -> bool:
@@ -688,8 +737,8 @@ class Waiters:
 
     @staticmethod
     def _throw_if_waiting(op: _Op, exc: BaseException) -> None:
-        if op.waiting:
-            op.glet.throw(exc)
+        if op.greenlet is not None:
+            op.throw(exc)
 
     # -- close ---------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from gevent import getcurrent
 from gevent.hub import get_hub
 
 from greenzmq._native import run_native
-from greenzmq._waiter import get_ident
+from greenzmq._waiter import get_ident, waiters_of
 from greenzmq.serialize import SerializingContextMixin
 from greenzmq.socket import Socket, _terminated_error
 
@@ -91,7 +91,7 @@ class Context(SerializingContextMixin, zmq.Context[_SocketType]):
                 )
             if linger is not None:
                 s.setsockopt(zmq.LINGER, linger)
-            w = getattr(s, "_waiters", None)
+            w = waiters_of(s)
             if w is None:
                 s.close()
             elif w.thread == me or not w._busy():

@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import zmq
-from gevent import getcurrent
-from gevent.hub import get_hub
+from gevent.hub import Waiter, get_hub
 
-from greenzmq._waiter import drain_fd, get_ident, socket_fd
+from greenzmq._waiter import drain_fd, get_ident, socket_fd, waiters_of
 
 __all__ = ["Poller", "select"]
 
@@ -26,26 +25,6 @@ _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _POLLERR = int(zmq.POLLERR)
 _READ, _WRITE = 1, 2  # libev EV_READ, EV_WRITE
-
-
-class _Wake:
-    """The wake-up of one blocking ``poll()`` call; ignores late calls."""
-
-    __slots__ = ("glet", "waiting", "fired")
-
-    def __init__(self) -> None:
-        self.glet = getcurrent()
-        self.waiting = True
-        self.fired: list[Any] = []
-
-    def __call__(self, *args: Any) -> None:
-        if self.waiting:
-            self.waiting = False
-            self.glet.switch(self)
-
-    def err_only_ready(self, item: Any) -> None:
-        self.fired.append(item)
-        self()
 
 
 def _fileno(item: Any) -> int:
@@ -160,18 +139,17 @@ class Poller(zmq.Poller):
                 remaining = deadline - hub.loop.now()
                 if remaining <= 0:
                     return []
-            wake = self._wait(hub, remaining, muted)
             # A plain fd registered for POLLERR alone is watched for
             # readability; if it woke us without an error it would wake us
             # again at once (libev is level-triggered), so it is muted for the
             # rest of this call. Every other watcher only fires on news.
-            muted.update(wake.fired)
+            muted.update(self._wait(hub, remaining, muted))
 
     def _check_open(self) -> None:
         # libzmq would report a closed socket as fd 0 with POLLERR: say it instead
         for sock, _ in self.sockets:
             if isinstance(sock, zmq.Socket) and sock.closed:
-                w = getattr(sock, "_waiters", None)
+                w = waiters_of(sock)
                 if w is not None and w.close_error is not None:
                     exc = w.close_error()
                     if isinstance(exc, zmq.ContextTerminated):
@@ -186,7 +164,7 @@ class Poller(zmq.Poller):
         # Waiters.claim; WrongThreadError if a greenlet of another thread does)
         me = get_ident()
         for sock, _ in self.sockets:
-            w = getattr(sock, "_waiters", None)
+            w = waiters_of(sock)
             if w is not None and w.thread != me:
                 w.claim(sock)
 
@@ -194,44 +172,50 @@ class Poller(zmq.Poller):
         # zmq_poll read EVENTS on every socket, consuming fd signals that
         # greenlets blocked on those sockets may be waiting for.
         for sock, _ in self.sockets:
-            w = getattr(sock, "_waiters", None)
+            w = waiters_of(sock)
             if w is not None and w.armed:
-                w.schedule(sock)
+                w.touched(sock)
 
-    def _wait(self, hub: Any, remaining: float, muted: set[Any]) -> _Wake:
-        wake = _Wake()
+    def _wait(self, hub: Any, remaining: float, muted: set[Any]) -> list[Any]:
+        """Park until a registered item may be ready or ``remaining`` s pass;
+        return the POLLERR-only items that woke it (see poll)."""
+        wake = Waiter(hub)  # one-shot: the first event switches, later ones are kept in it
+        fired: list[Any] = []
+
+        def err_only_ready(item: Any) -> None:
+            fired.append(item)
+            wake.switch(item)
+
         listening = []
         started = []
         timer = None
         try:
             for sock, flags in self.sockets:
-                w = getattr(sock, "_waiters", None)
+                w = waiters_of(sock)
                 if w is not None:
                     if flags & (_POLLIN | _POLLOUT):
-                        # zmq_poll just read EVENTS here with no yield since, so
-                        # no extra check is needed: the next change raises the fd.
-                        w.listen(sock, wake, flags & (_POLLIN | _POLLOUT), wake, check=False)
+                        # zmq_poll just read EVENTS here with no yield since
+                        w.listen_after_reading(sock, wake, flags & (_POLLIN | _POLLOUT), wake.switch)
                         listening.append(w)
                     continue
                 if sock in muted:
                     continue
-                callback = wake.err_only_ready if not flags & (_POLLIN | _POLLOUT) else wake
+                callback = err_only_ready if not flags & (_POLLIN | _POLLOUT) else wake.switch
                 for watcher in self._watchers_for(sock, flags):
                     watcher.start(callback, sock)
                     started.append(watcher)
             if remaining >= 0:
                 timer = hub.loop.timer(remaining)
-                timer.start(wake, update=True)  # from the real now (see Waiters.wait)
-            hub.switch()
+                timer.start(wake.switch, None, update=True)  # from the real now (see Waiters._wait)
+            wake.get()
         finally:
-            wake.waiting = False
             for w in listening:
                 w.unlisten(wake)
             for watcher in started:
                 watcher.stop()
             if timer is not None:
                 timer.close()
-        return wake
+        return fired
 
 
 def select(

@@ -47,15 +47,6 @@ def _again() -> zmq.Again:
     return zmq.Again(zmq.EAGAIN)
 
 
-def _failed(w: Waiters, sock: Any) -> None:
-    """After a call that failed with an error other than EAGAIN (EHOSTUNREACH,
-    EFSM, ENOTSUP...): libzmq may have processed its commands first, consuming
-    the fd's edge that a greenlet waiting on this socket needs, so its EVENTS
-    check is scheduled as after any successful call."""
-    if w.armed and not w.pending:
-        w.schedule(sock)
-
-
 def _checked_parts(msg_parts: Sequence[Any]) -> list[Any]:
     parts = list(msg_parts)
     if not parts:
@@ -157,18 +148,18 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
                 except zmq.Again:
                     pass
                 except zmq.ZMQError:
-                    _failed(w, self)
+                    w.touched(self)  # a failed call may have consumed the fd's edge too
                     raise
                 else:
-                    if w.armed and not w.pending:
-                        w.schedule(self)
+                    if w.armed:
+                        w.touched(self)
                     return result
-                if w.armed and not w.pending:
-                    w.schedule(self)
+                if w.armed:
+                    w.touched(self)
                 if flags & _DONTWAIT:
                     raise _again()
                 attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
-                return w.wait(self, w.writers, attempt, self._sndtimeo, check=False, fresh=True)
+                return w.wait_after_attempt(self, w.writers, attempt, self._sndtimeo)
             attempt = partial(_raw_send, self, data, flags | _DONTWAIT, copy, track)
         else:
             attempt = partial(_sugar_send, self, data, flags | _DONTWAIT, copy, track, routing_id, group)
@@ -180,23 +171,23 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
             # others wait first (unless this is the rest of a message being received)
             if flags & _DONTWAIT:
                 raise _again()
-            return w.wait(self, queue, attempt, self._timeout(timeo_option), check=False)
+            return w.wait_in_turn(self, queue, attempt, self._timeout(timeo_option))
         try:
             result = attempt()
         except zmq.Again:
-            if w.armed and not w.pending:
-                w.schedule(self)
+            if w.armed:
+                w.touched(self)
             if flags & _DONTWAIT:
                 raise
-            return w.wait(self, queue, attempt, self._timeout(timeo_option), check=False, fresh=True)
+            return w.wait_after_attempt(self, queue, attempt, self._timeout(timeo_option))
         except zmq.ZMQError:
-            _failed(w, self)
+            w.touched(self)  # a failed call may have consumed the fd's edge too
             raise
         if result is PARTIAL:
             # a multipart send stalled mid-message: finish it ahead of everybody else
-            return w.wait(self, queue, attempt, -1, front=True)
-        if w.armed and not w.pending:
-            w.schedule(self)
+            return w.finish_first(self, queue, attempt)
+        if w.armed:
+            w.touched(self)
         return result
 
     def send_multipart(
@@ -245,11 +236,11 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
             except zmq.Again:
                 pass
             except zmq.ZMQError:
-                _failed(w, self)
+                w.touched(self)  # a failed call may have consumed the fd's edge too
                 raise
             else:
-                if w.armed and not w.pending:
-                    w.schedule(self)
+                if w.armed:
+                    w.touched(self)
                 return msg
             return self._wait_after_again(w, _raw_recv, flags, copy, track)
         attempt = partial(_raw_recv, self, flags | _DONTWAIT, copy, track)
@@ -257,12 +248,12 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     def _wait_after_again(self, w: Waiters, receive: Any, flags: int, copy: bool, track: bool) -> Any:
         """The rest of an inlined receive whose first attempt met EAGAIN: queue and wait."""
-        if w.armed and not w.pending:
-            w.schedule(self)  # that failed attempt may have consumed the fd's edge
+        if w.armed:
+            w.touched(self)  # that failed attempt may have consumed the fd's edge
         if flags & _DONTWAIT:
             raise _again()
         attempt = partial(receive, self, flags | _DONTWAIT, copy, track)
-        return w.wait(self, w.readers, attempt, self._rcvtimeo, check=False, fresh=True)
+        return w.wait_after_attempt(self, w.readers, attempt, self._rcvtimeo)
 
     def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
         """Receive a whole multipart message, blocking only this greenlet.
@@ -281,10 +272,10 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
             except zmq.Again:
                 return self._wait_after_again(w, _recv_message, flags, copy, track)
             except zmq.ZMQError:
-                _failed(w, self)
+                w.touched(self)  # a failed call may have consumed the fd's edge too
                 raise
-            if w.armed and not w.pending:
-                w.schedule(self)
+            if w.armed:
+                w.touched(self)
             return msg
         attempt = partial(_recv_message, self, flags | _DONTWAIT, copy, track)
         return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
@@ -329,9 +320,7 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     def _touched(self) -> None:
         # a call that may change readiness while greenlets wait: re-check EVENTS
-        w = self._waiters
-        if w is not None and w.armed:
-            w.schedule(self)
+        self._waiters.touched(self)
 
     # -- options and closing -----------------------------------------------------------
 
@@ -344,8 +333,7 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
         if option == _EVENTS and self._waiters is not None:
             w = self._owned()
             value = _raw_get(self, option)
-            if w.armed:
-                w.schedule(self)
+            w.touched(self)
             return value
         return _raw_get(self, option)
 

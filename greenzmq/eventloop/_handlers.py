@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
 
-from greenzmq._waiter import get_ident
+from greenzmq._waiter import get_ident, waiters_of
 from greenzmq.error import WrongThreadError
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class _SocketHandler(_Handler):
     __slots__ = ("listening",)
 
     def __init__(self, loop: IOLoop, sock: Any, handler: Callable, events: int) -> None:
-        waiters = getattr(sock, "_waiters", None)
+        waiters = waiters_of(sock)
         if waiters is None:
             raise TypeError(
                 f"{sock!r} is not a greenzmq socket: the IOLoop waits on a zmq socket through its green "

@@ -343,8 +343,8 @@ class ZMQStream:
         except zmq.ZMQError as exc:
             msg = None
             self._recv_failed(exc)
-        if w.armed and not w.pending:
-            w.schedule(sock)
+        if w.armed:
+            w.touched(sock)
         return msg
 
     def _recv_failed(self, exc: zmq.ZMQError) -> None:
@@ -368,12 +368,12 @@ class ZMQStream:
             try:
                 msg = _recv_message(sock, _DONTWAIT, self._recv_copy, False)
             except zmq.ZMQError as exc:
-                if w.armed and not w.pending:
-                    w.schedule(sock)
+                if w.armed:
+                    w.touched(sock)
                 self._recv_failed(exc)
                 break
-            if w.armed and not w.pending:
-                w.schedule(sock)  # before user code, which may switch
+            if w.armed:
+                w.touched(sock)  # before user code, which may switch
             count += 1
             try:
                 callback(msg)
@@ -431,14 +431,14 @@ class ZMQStream:
                 queue.popleft()
                 count += 1
                 if callback is not None or self._send_callback is not None:
-                    if w.armed and not w.pending:
-                        w.schedule(sock)  # before user code, which may switch
+                    if w.armed:
+                        w.touched(sock)  # before user code, which may switch
                     self._sent(_expand(entry)[0], status, callback)
                     if self.socket is not sock:  # a callback closed the stream
                         break
         finally:
-            if w.armed and not w.pending:
-                w.schedule(sock)
+            if w.armed:
+                w.touched(sock)
         return count
 
     def _send_refused(self, exc: zmq.ZMQError) -> bool:

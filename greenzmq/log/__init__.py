@@ -30,7 +30,7 @@ from zmq.log.handlers import TOPIC_DELIM
 from zmq.log.handlers import PUBHandler as _PyzmqPUBHandler
 from zmq.log.handlers import TopicLogger as _PyzmqTopicLogger
 
-from greenzmq._waiter import get_ident
+from greenzmq._waiter import get_ident, waiters_of
 from greenzmq.context import Context
 
 __all__ = ["PUBHandler", "TopicLogger", "TOPIC_DELIM"]
@@ -108,7 +108,7 @@ class PUBHandler(_PyzmqPUBHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Publish ``record`` without blocking (see the class docstring)."""
-        waiters = getattr(self.socket, "_waiters", None)
+        waiters = waiters_of(self.socket)
         if waiters is None or waiters.thread == get_ident():
             self._publish(record)
             return
