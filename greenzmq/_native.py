@@ -1,4 +1,4 @@
-"""Blocking C calls in native OS threads, waited for by one greenlet.
+"""Native OS threads under gevent: who is running, and blocking C calls waited for by a greenlet.
 
 libzmq has calls that block their thread by design and cannot be made green:
 ``zmq_ctx_term`` (until every socket is closed) and the device loops
@@ -31,8 +31,12 @@ from gevent import Timeout, getcurrent
 from gevent.hub import Waiter, get_hub
 from gevent.monkey import get_original
 
-__all__ = ["NativeThread", "run_native"]
+__all__ = ["NativeThread", "run_native", "get_ident"]
 
+#: The OS thread's id, even after ``gevent.monkey.patch_all()`` (which makes
+#: ``threading.get_ident`` return greenlet ids): whose hub a socket, a loop or
+#: a log handler belongs to.
+get_ident = get_original("_thread", "get_ident")
 _start_new_thread = get_original("_thread", "start_new_thread")
 _allocate_lock = get_original("_thread", "allocate_lock")
 

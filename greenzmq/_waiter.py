@@ -156,16 +156,13 @@ from typing import Any, Callable
 import zmq
 from gevent.hub import Waiter, get_hub
 from gevent.hub import reinit as gevent_reinit
-from gevent.monkey import get_original
 from zmq.backend import Socket as _RawSocket
 
+from greenzmq._native import get_ident
 from greenzmq.error import ForkedSocketError, SocketLentError, WrongThreadError
 
-__all__ = ["Waiters", "PARTIAL", "get_ident", "socket_fd", "drain_fd", "waiters_of"]
+__all__ = ["Waiters", "PARTIAL", "socket_fd", "drain_fd", "waiters_of"]
 
-#: The OS thread's id, even after ``gevent.monkey.patch_all()`` (which makes
-#: ``threading.get_ident`` return greenlet ids).
-get_ident = get_original("_thread", "get_ident")
 
 _raw_get = _RawSocket.get
 _EVENTS = int(zmq.EVENTS)

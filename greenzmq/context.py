@@ -9,8 +9,8 @@ import zmq
 from gevent import getcurrent
 from gevent.hub import get_hub
 
-from greenzmq._native import run_native
-from greenzmq._waiter import get_ident, waiters_of
+from greenzmq._native import get_ident, run_native
+from greenzmq._waiter import waiters_of
 from greenzmq.serialize import SerializingContextMixin
 from greenzmq.socket import Socket, _terminated_error
 

@@ -17,7 +17,8 @@ from typing import Any
 import zmq
 from gevent.hub import Waiter, get_hub
 
-from greenzmq._waiter import drain_fd, get_ident, socket_fd, waiters_of
+from greenzmq._native import get_ident
+from greenzmq._waiter import drain_fd, socket_fd, waiters_of
 
 __all__ = ["Poller", "select"]
 

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import zmq
 from zmq.backend import Socket as _RawSocket
 
-from greenzmq._waiter import PARTIAL, Waiters, get_ident, socket_fd
+from greenzmq._frames import MultipartSend, checked_parts, recv_message
+from greenzmq._native import get_ident
+from greenzmq._waiter import PARTIAL, Waiters, socket_fd
 from greenzmq.poll import Poller
 from greenzmq.serialize import SerializingSocketMixin
 from greenzmq.tracker import green_tracker
@@ -31,7 +33,6 @@ _raw_set = _RawSocket.set
 _sugar_send = zmq.Socket.send
 
 _DONTWAIT = int(zmq.DONTWAIT)
-_SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 _RCVTIMEO = int(zmq.RCVTIMEO)
 _SNDTIMEO = int(zmq.SNDTIMEO)
@@ -45,23 +46,6 @@ _SocketReturnT_co = TypeVar("_SocketReturnT_co", covariant=True)
 
 def _again() -> zmq.Again:
     return zmq.Again(zmq.EAGAIN)
-
-
-def _checked_parts(msg_parts: Sequence[Any]) -> list[Any]:
-    parts = list(msg_parts)
-    if not parts:
-        raise IndexError("send_multipart: msg_parts is empty; a message has at least one frame")
-    for i, part in enumerate(parts):
-        if isinstance(part, (zmq.Frame, bytes, memoryview)):
-            continue
-        try:
-            memoryview(part)
-        except Exception:
-            rpart = repr(part)
-            if len(rpart) > 32:
-                rpart = rpart[:32] + "..."
-            raise TypeError(f"Frame {i} ({rpart}) does not support the buffer interface.") from None
-    return parts
 
 
 class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
@@ -208,12 +192,12 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
         part without the buffer interface and :class:`IndexError` for an empty
         ``msg_parts``, before anything is sent.
         """
-        parts = _checked_parts(msg_parts)
+        parts = checked_parts(msg_parts)
         w = self._waiters
         if w.thread != get_ident():
             w = w.claim(self)
         result = self._blocking(
-            w, w.writers, _SNDTIMEO, _MultipartSend(self, parts, flags, copy, track), flags
+            w, w.writers, _SNDTIMEO, MultipartSend(self, parts, flags, copy, track), flags
         )
         return green_tracker(result) if track else result
 
@@ -268,16 +252,16 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
         if not w.readers:
             # the common case, inlined as in recv: nobody waits ahead of us
             try:
-                msg = _recv_message(self, flags | _DONTWAIT, copy, track)
+                msg = recv_message(self, flags | _DONTWAIT, copy, track)
             except zmq.Again:
-                return self._wait_after_again(w, _recv_message, flags, copy, track)
+                return self._wait_after_again(w, recv_message, flags, copy, track)
             except zmq.ZMQError:
                 w.touched(self)  # a failed call may have consumed the fd's edge too
                 raise
             if w.armed:
                 w.touched(self)
             return msg
-        attempt = partial(_recv_message, self, flags | _DONTWAIT, copy, track)
+        attempt = partial(recv_message, self, flags | _DONTWAIT, copy, track)
         return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
 
     def recv_into(self, buffer: Any, /, *, nbytes: int = 0, flags: int = 0) -> int:
@@ -385,60 +369,3 @@ def _closed_error() -> zmq.ZMQError:
 
 def _terminated_error() -> zmq.ContextTerminated:
     return zmq.ContextTerminated(zmq.ETERM)
-
-
-def _recv_message(sock: Socket, flags: int, copy: bool, track: bool) -> list[Any]:
-    # Frames, even when bytes are wanted: libzmq's "more" flag comes with a
-    # Frame for free (pyzmq reads it in C), while asking for RCVMORE after a
-    # bytes recv is a getsockopt through pyzmq's option lookup (about 0.5 us),
-    # dearer than the Frame and its ``.bytes`` copy together (the same copy
-    # recv(copy=True) makes): 25-35 % less per message (bench/bench_framing.py).
-    # libzmq delivers multipart messages atomically: once the first frame is
-    # here, the rest are too, so the later recvs never raise Again.
-    frame = _raw_recv(sock, flags, False, track and not copy)
-    if copy:
-        parts = [frame.bytes]
-        while frame.more:
-            frame = _raw_recv(sock, flags, False, False)
-            parts.append(frame.bytes)
-        return parts
-    parts = [frame]
-    while frame.more:
-        frame = _raw_recv(sock, flags, False, track)
-        parts.append(frame)
-    return parts
-
-
-class _MultipartSend:
-    """The non-blocking attempt of one ``send_multipart`` call.
-
-    Remembers how many frames went out, so that a message stalled by the
-    high-water mark mid-way resumes where it stopped instead of resending.
-    """
-
-    __slots__ = ("sock", "parts", "flags", "copy", "track", "sent")
-
-    def __init__(self, sock: Socket, parts: list[Any], flags: int, copy: bool, track: bool) -> None:
-        self.sock = sock
-        self.parts = parts
-        self.flags = flags | _DONTWAIT
-        self.copy = copy
-        self.track = track
-        self.sent = 0
-
-    def __call__(self) -> Any:
-        parts, sock, flags, copy, track = self.parts, self.sock, self.flags, self.copy, self.track
-        last = len(parts) - 1
-        i = start = self.sent
-        try:
-            while i < last:
-                _raw_send(sock, parts[i], flags | _SNDMORE, copy, track)
-                i += 1
-            result = _raw_send(sock, parts[last], flags, copy, track)
-        except zmq.Again:
-            self.sent = i
-            if i == start:
-                raise
-            return PARTIAL
-        self.sent = last + 1
-        return result

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
 
-from greenzmq._waiter import get_ident, waiters_of
+from greenzmq._native import get_ident
+from greenzmq._waiter import waiters_of
 from greenzmq.error import WrongThreadError
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from gevent import getcurrent
 from gevent.hub import get_hub
 from gevent.monkey import get_original
 
-from greenzmq._waiter import get_ident
+from greenzmq._native import get_ident
 from greenzmq.error import WrongThreadError
 from greenzmq.eventloop._handlers import ERROR, NONE, READ, WRITE, handler_key, make_handler
 

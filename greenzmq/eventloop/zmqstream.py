@@ -23,9 +23,9 @@ from gevent import getcurrent
 from zmq.backend import Socket as _RawSocket
 from zmq.utils import jsonapi
 
+from greenzmq._frames import checked_parts, recv_message
 from greenzmq.eventloop.ioloop import IOLoop
 from greenzmq.socket import Socket as _GreenSocket
-from greenzmq.socket import _checked_parts, _recv_message
 
 _raw_recv = _RawSocket.recv
 _raw_send = _RawSocket.send
@@ -211,7 +211,7 @@ class ZMQStream:
         self._check_closed()
         if kwargs:
             raise TypeError(f"send_multipart: unexpected keyword arguments {sorted(kwargs)}")
-        parts = _checked_parts(msg)
+        parts = checked_parts(msg)
         self._send_queue.append((parts, flags & ~_DONTWAIT, copy, track, callback))
         if not self._state & _WRITE:
             self._rebuild_state()
@@ -328,7 +328,7 @@ class ZMQStream:
         """One message, or None when there is none (or the socket failed: then closed).
 
         Calls pyzmq's non-blocking ``recv`` directly (through the green
-        socket's :func:`~greenzmq.socket._recv_message`, which frames the
+        socket's :func:`~greenzmq._frames.recv_message`, which frames the
         message with ``Frame.more`` instead of a ``getsockopt(RCVMORE)`` per
         frame), then keeps the core's rule (:mod:`greenzmq._waiter`): that
         call may have consumed the ``ZMQ_FD`` edge, so if a greenlet waits on
@@ -339,7 +339,7 @@ class ZMQStream:
         if w.readers:
             return None  # a greenlet blocked in recv goes first: never take its message
         try:
-            msg = _recv_message(sock, _DONTWAIT, self._recv_copy, False)
+            msg = recv_message(sock, _DONTWAIT, self._recv_copy, False)
         except zmq.ZMQError as exc:
             msg = None
             self._recv_failed(exc)
@@ -366,7 +366,7 @@ class ZMQStream:
             if callback is None or self.socket is not sock or w.readers:
                 break  # (a greenlet blocked in recv goes first)
             try:
-                msg = _recv_message(sock, _DONTWAIT, self._recv_copy, False)
+                msg = recv_message(sock, _DONTWAIT, self._recv_copy, False)
             except zmq.ZMQError as exc:
                 if w.armed:
                     w.touched(sock)

@@ -30,7 +30,8 @@ from zmq.log.handlers import TOPIC_DELIM
 from zmq.log.handlers import PUBHandler as _PyzmqPUBHandler
 from zmq.log.handlers import TopicLogger as _PyzmqTopicLogger
 
-from greenzmq._waiter import get_ident, waiters_of
+from greenzmq._native import get_ident
+from greenzmq._waiter import waiters_of
 from greenzmq.context import Context
 
 __all__ = ["PUBHandler", "TopicLogger", "TOPIC_DELIM"]
