@@ -14,6 +14,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 
 import gevent
 import pytest
@@ -30,6 +31,13 @@ TERM_BOUND = 10.0
 
 #: How many hub turns wait_parked() gives a greenlet to park before failing.
 PARK_TURNS = 10_000
+#: The longest the hub may go without running a greenlet while a test says it
+#: "keeps running": a blocked hub stalls for seconds or forever, a busy 2-core
+#: CI machine for tens of milliseconds.
+HUB_STALL_BOUND = 0.5
+#: How often the hub ticker ticks, and the most ticks it records (bounded).
+TICK_INTERVAL = 0.001
+MAX_TICKS = 100_000
 
 _inproc_names = itertools.count()
 
@@ -60,6 +68,50 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+class HubTicker:
+    """A greenlet that ticks every :data:`TICK_INTERVAL` while the ``with`` block runs.
+
+    ``ticks`` counts the ticks; ``max_gap`` is the longest the hub went
+    without running it, from entering the block to leaving it (both ends
+    included). A test that claims the hub keeps running asserts
+    ``max_gap < HUB_STALL_BOUND``: a hub blocked at any point of the block
+    fails it, however many ticks ran before or after.
+    """
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self._glet = None
+        self._start = self._end = 0.0
+
+    def _run(self) -> None:
+        for _ in range(MAX_TICKS):
+            self.stamps.append(time.monotonic())
+            gevent.sleep(TICK_INTERVAL)
+
+    def __enter__(self) -> HubTicker:
+        self._start = time.monotonic()
+        self._glet = gevent.spawn(self._run)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._end = time.monotonic()
+        self._glet.kill()
+
+    @property
+    def ticks(self) -> int:
+        return len(self.stamps)
+
+    @property
+    def max_gap(self) -> float:
+        points = [self._start, *self.stamps, self._end or time.monotonic()]
+        return max(b - a for a, b in zip(points, points[1:]))
+
+
+def hub_ticker() -> HubTicker:
+    """``with hub_ticker() as t:`` ... ``assert t.max_gap < HUB_STALL_BOUND`` (see :class:`HubTicker`)."""
+    return HubTicker()
 
 
 @pytest.fixture
