@@ -6,7 +6,7 @@ Use it as a drop-in::
 
 Every public name of :mod:`zmq` is here (constants, errors, ``Frame``,
 ``MessageTracker``, ``has``, ``curve_keypair``, ...), with the green
-:class:`Context`, :class:`Socket`, :class:`Poller`, :func:`select` and the
+:class:`Context`, :class:`Socket`, :class:`Poller`, :func:`select`, :func:`zmq_poll` and the
 devices swapped in. ``zmq.__version__`` stays pyzmq's version (code that checks
 it keeps working); greenzmq's own is :data:`greenzmq_version`. Submodules of
 pyzmq that greenzmq does not replace (``utils``, ``constants``, ``backend``,
@@ -26,7 +26,7 @@ from greenzmq import error
 from greenzmq.context import Context
 from greenzmq.device import device, proxy, proxy_steerable
 from greenzmq.error import ForkedSocketError, SocketLentError, WrongThreadError
-from greenzmq.poll import Poller, select
+from greenzmq.poll import Poller, select, zmq_poll
 from greenzmq.serialize import DeserializationError, register_codec
 from greenzmq.socket import Socket
 from greenzmq.tracker import MessageTracker

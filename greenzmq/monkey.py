@@ -87,6 +87,7 @@ _SWAPPED = (
     "SyncSocket",
     "Poller",
     "select",
+    "zmq_poll",
     "device",
     "proxy",
     "proxy_steerable",

@@ -12,6 +12,7 @@ poller costs no CPU.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import zmq
@@ -20,7 +21,7 @@ from gevent.hub import Waiter, get_hub
 from greenzmq._native import get_ident
 from greenzmq._waiter import drain_fd, socket_fd, waiters_of
 
-__all__ = ["Poller", "select"]
+__all__ = ["Poller", "select", "zmq_poll"]
 
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
@@ -217,6 +218,22 @@ class Poller(zmq.Poller):
             if timer is not None:
                 timer.close()
         return fired
+
+
+def zmq_poll(sockets: Sequence[tuple[Any, int]], timeout: int | float | None = -1) -> list[tuple[Any, int]]:
+    """Green :func:`zmq.zmq_poll`: same arguments (``(socket_or_fd, flags)`` pairs, ms) and result.
+
+    Blocks only the calling greenlet, and keeps the waiting rule for green
+    sockets that other greenlets wait on (pyzmq's raw ``zmq_poll`` would
+    consume their fd signal and block the hub). Raises as :meth:`Poller.poll`.
+    """
+    poller = Poller()
+    for item, flags in sockets:
+        poller.register(item, flags)
+    try:
+        return poller.poll(timeout)
+    finally:
+        poller._release_watchers()
 
 
 def select(

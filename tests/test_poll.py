@@ -10,7 +10,7 @@ import time
 
 import gevent
 import pytest
-from conftest import WAKE_BOUND
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, wait_parked
 
 import greenzmq as zmq
 
@@ -284,3 +284,28 @@ def test_poll_raises_context_terminated_when_destroy_closes_its_socket(spawn):
     ctx.destroy(linger=0)
     with pytest.raises(zmq.ContextTerminated):
         g.get(timeout=WAKE_BOUND)
+
+
+def test_zmq_poll_is_green_and_keeps_the_waiting_rule(spawn):
+    """``zmq.zmq_poll`` (pyzmq's raw call under plain pyzmq) blocks only its
+    greenlet, returns what pyzmq's would, and does not strand a greenlet
+    blocked in recv on a socket it polls (its EVENTS reading is followed by
+    the check the waiter needs)."""
+    ctx = zmq.Context()
+    try:
+        a, b = connected_pair(ctx, zmq.DEALER, zmq.DEALER, "inproc")
+        assert zmq.zmq_poll([(a, zmq.POLLIN | zmq.POLLOUT)], 0) == [(a, zmq.POLLOUT)]
+        with hub_ticker() as ticker:
+            polled = spawn(zmq.zmq_poll, [(a, zmq.POLLIN)], int(WAKE_BOUND * 1000 * 10))
+            wait_parked(a, "listeners")
+            b.send(b"x")
+            assert polled.get(timeout=WAKE_BOUND) == [(a, zmq.POLLIN)]
+        assert ticker.max_gap < HUB_STALL_BOUND
+        assert a.recv() == b"x"
+        receiver = spawn(a.recv)
+        wait_parked(a)
+        b.send(b"y")  # inproc: queued at once, and a's fd raised
+        assert zmq.zmq_poll([(a, zmq.POLLIN | zmq.POLLOUT)], 0) == [(a, zmq.POLLIN | zmq.POLLOUT)]
+        assert receiver.get(timeout=WAKE_BOUND) == b"y"
+    finally:
+        ctx.destroy(linger=0)

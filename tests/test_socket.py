@@ -11,7 +11,8 @@ import weakref
 import gevent
 import gevent.event
 import pytest
-from conftest import WAKE_BOUND, connected_pair
+import zmq as plainzmq
+from conftest import WAKE_BOUND, connected_pair, wait_parked
 
 import greenzmq as zmq
 
@@ -54,13 +55,24 @@ def test_dontwait_raises_again(make_pair):
 
 
 def test_dontwait_does_not_overtake_waiters(make_pair, spawn):
+    """A message is there, but a greenlet waited for it first: an explicit
+    DONTWAIT call raises Again (recv and recv_multipart alike) and the waiting
+    greenlet gets the message."""
     push, pull = make_pair(zmq.PUSH, zmq.PULL)
     waiter = spawn(pull.recv)
-    gevent.sleep(0.01)
+    wait_parked(pull)
+    push.send(b"first")
+    # Block the thread (no greenlet runs meanwhile) until the message is in
+    # pull's queue, so the DONTWAIT calls below could take it if they overtook
+    # the waiter. pyzmq's raw zmq_poll bypasses greenzmq, so the EVENTS check
+    # it owes the waiter is queued with a green EVENTS query (Waiters.touched).
+    assert plainzmq.zmq_poll([(pull, zmq.POLLIN)], int(WAKE_BOUND * 1000)) == [(pull, zmq.POLLIN)]
+    assert pull.get(zmq.EVENTS) & zmq.POLLIN
     with pytest.raises(zmq.Again):
         pull.recv(zmq.DONTWAIT)
-    push.send(b"first")
-    assert waiter.get(timeout=5) == b"first"
+    with pytest.raises(zmq.Again):
+        pull.recv_multipart(zmq.DONTWAIT)
+    assert waiter.get(timeout=WAKE_BOUND) == b"first"
 
 
 def test_recv_multipart_frames_every_message_exactly(ctx, spawn, transport):
