@@ -1,12 +1,19 @@
 """greenzmq: the whole pyzmq API for gevent, where a blocking call blocks only its greenlet."""
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+# the one version source, read without importing greenzmq (its dependencies may be missing)
+VERSION = re.search(r'^VERSION = "([^"]+)"$', (HERE / "greenzmq" / "_version.py").read_text(), re.M)[1]
 
 setup(
     name="greenzmq",
-    version="0.1.0",
+    version=VERSION,
     description="pyzmq for gevent: every call that would block the thread blocks only the greenlet",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.9",
@@ -35,9 +42,20 @@ setup(
         "msgpack": ["msgpack>=1.0"],
         "numpy": ["numpy>=1.24"],
     },
+    # the Python versions CI runs the tests on (.ci/run): the whole suite on
+    # 3.11, the green core's tests on the oldest and the newest supported
     classifiers=[
+        "Development Status :: 4 - Beta",
         "Framework :: Gevent",
+        "Intended Audience :: Developers",
+        "License :: OSI Approved :: BSD License",
+        "Operating System :: POSIX :: Linux",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.13",
+        "Programming Language :: Python :: Implementation :: CPython",
         "Topic :: System :: Networking",
         "Typing :: Typed",
     ],

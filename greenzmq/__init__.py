@@ -22,9 +22,11 @@ from typing import Any
 import zmq as _zmq
 from zmq import *  # noqa: F403  (every public name of pyzmq, then ours on top)
 
+import greenzmq.device as device  # the module of the device functions; callable, as zmq.device(...)
 from greenzmq import error
+from greenzmq._version import VERSION
 from greenzmq.context import Context
-from greenzmq.device import device, proxy, proxy_steerable
+from greenzmq.device import proxy, proxy_steerable
 from greenzmq.error import ForkedSocketError, SocketLentError, WrongThreadError
 from greenzmq.poll import Poller, select, zmq_poll
 from greenzmq.serialize import DeserializationError, register_codec
@@ -32,7 +34,7 @@ from greenzmq.socket import Socket
 from greenzmq.tracker import MessageTracker
 
 #: greenzmq's own version (``__version__`` is pyzmq's, as in :mod:`zmq`).
-greenzmq_version = "0.1.0"
+greenzmq_version = VERSION
 
 SyncContext = Context
 SyncSocket = Socket

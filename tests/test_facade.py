@@ -49,7 +49,6 @@ def test_errors_constants_and_helpers_are_pyzmqs():
     assert greenzmq.has("curve") == plainzmq.has("curve")
     assert greenzmq.zmq_version_info() == plainzmq.zmq_version_info()
     assert greenzmq.__version__ == plainzmq.__version__
-    assert isinstance(greenzmq.greenzmq_version, str)
     public, secret = greenzmq.curve_keypair()
     assert len(public) == len(secret) == 40
 
@@ -103,3 +102,14 @@ def test_every_public_module_declares_all():
 
 def test_py_typed_ships():
     assert (Path(greenzmq.__file__).parent / "py.typed").exists()
+
+
+def test_one_version_source():
+    """greenzmq's version is written once (greenzmq/_version.py): the package
+    exports it and the installed distribution's metadata carries the same."""
+    from importlib.metadata import version
+
+    from greenzmq._version import VERSION
+
+    assert greenzmq.greenzmq_version == VERSION
+    assert version("greenzmq") == VERSION
