@@ -48,7 +48,6 @@ setup(
         "Development Status :: 4 - Beta",
         "Framework :: Gevent",
         "Intended Audience :: Developers",
-        "License :: OSI Approved :: BSD License",
         "Operating System :: POSIX :: Linux",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",
