@@ -36,6 +36,11 @@ setup(
             "paramiko>=3",
             # zmq.eventloop (pyzmq's tornado integration) under greenzmq.monkey
             "tornado>=6",
+            # CI's style, type and release checks (.ci/run)
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "build>=1",
+            "twine>=5",
         ],
         "load": ["locust>=2.20"],
         "ssh": ["paramiko>=3"],
