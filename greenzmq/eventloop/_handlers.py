@@ -1,10 +1,17 @@
 """The handlers of :meth:`IOLoop.add_handler`: plain fds and green zmq sockets.
 
 Both kinds are one-shot and re-armed after each dispatch: the hub only notes
-readiness and queues the dispatch on the loop; the handler runs in the loop's
+readiness and posts the dispatch to the loop; the handler runs in the loop's
 greenlet; then the source is watched again. So a handler is never queued
 twice, and it is level-triggered like ``zmq_poll``: called again while the
 condition holds.
+
+A handler knows nothing of :class:`~greenzmq.eventloop.IOLoop`: the loop
+hands it, at construction, the three things it uses (as gevent hands a
+watcher its loop, and tornado's asyncio loop hands ``add_reader`` its own
+dispatch): the gevent *hub* it is served by, a *post* callable that queues
+work for the loop's greenlet, and a *report* callable for an exception the
+user's handler raised.
 
 A zmq socket is never watched through its own io watcher on ``ZMQ_FD`` (which
 is edge-triggered and shared with every greenlet blocked on the socket): its
@@ -16,7 +23,8 @@ arrived while the handler ran is seen at once.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Hashable
+from typing import Any, Callable, Optional
 
 import zmq
 
@@ -24,10 +32,7 @@ from greenzmq._native import get_ident
 from greenzmq._waiter import waiters_of
 from greenzmq.error import WrongThreadError
 
-if TYPE_CHECKING:
-    from greenzmq.eventloop.ioloop import IOLoop
-
-__all__ = ["NONE", "READ", "WRITE", "ERROR", "handler_key", "make_handler"]
+__all__ = ["NONE", "READ", "WRITE", "ERROR", "Post", "Report", "handler_key", "make_handler"]
 
 # tornado's event bits (epoll's)
 NONE = 0
@@ -41,37 +46,76 @@ _POLLOUT = int(zmq.POLLOUT)
 _EV_READ = 1
 _EV_WRITE = 2
 
+#: ``post(fn, args, kwargs)``: queue ``fn(*args, **(kwargs or {}))`` for the
+#: loop's greenlet and wake it. Called from the hub, in the loop's thread.
+Post = Callable[[Callable[..., Any], tuple, Optional[dict]], None]
+#: ``report(handler)``: handle the exception ``handler`` just raised (in the loop's greenlet).
+Report = Callable[[Any], None]
 
-def make_handler(loop: IOLoop, fd: Any, key: Any, handler: Callable, events: int) -> Any:
-    """The right handler object for ``fd`` (not armed yet)."""
-    if isinstance(fd, zmq.Socket):
-        return _SocketHandler(loop, fd, handler, events)
-    return _FdHandler(loop, fd, key, handler, events)
+
+def handler_key(obj: Any) -> Hashable:
+    """The key a loop files ``obj``'s handler under: the fd number, or the zmq socket's identity.
+
+    ``obj`` is an int, an object with ``fileno()``, or a zmq socket. Raises
+    :class:`TypeError` for anything else.
+    """
+    if isinstance(obj, zmq.Socket):
+        return ("zmq", id(obj))
+    return _fileno(obj)
 
 
-def handler_key(fd: Any) -> Any:
-    if isinstance(fd, zmq.Socket):
-        return ("zmq", id(fd))
-    if isinstance(fd, int):
-        return fd
+def _fileno(obj: Any) -> int:
+    if isinstance(obj, int):
+        return obj
     try:
-        return fd.fileno()
+        return obj.fileno()
     except AttributeError:
-        raise TypeError(f"{fd!r} is neither an fd, an object with fileno(), nor a zmq socket") from None
+        raise TypeError(f"{obj!r} is neither an fd, an object with fileno(), nor a zmq socket") from None
+
+
+def make_handler(
+    obj: Any, handler: Callable[[Any, int], Any], events: int, hub: Any, post: Post, report: Report
+) -> _Handler:
+    """The handler object calling ``handler(obj, events)`` for ``obj`` (not armed yet).
+
+    Green behaviour
+    ---------------
+    Made and used in the OS thread of ``hub`` (the loop's thread). Readiness
+    is noted in ``hub`` (an io watcher on ``hub.loop`` for a plain fd, a
+    listener of the socket's waiter for a green zmq socket), which only calls
+    ``post``; ``handler`` runs where ``post`` runs the work (the loop's
+    greenlet), and an exception it raises goes to ``report(handler)``.
+    Raises :class:`TypeError` for an ``obj`` that is no fd, nor a *green*
+    zmq socket, and :class:`~greenzmq.error.WrongThreadError` for a socket
+    another thread's greenlets wait on, or served by another hub.
+    """
+    if isinstance(obj, zmq.Socket):
+        return _SocketHandler(obj, handler, events, hub, post, report)
+    return _FdHandler(obj, _fileno(obj), handler, events, hub.loop, post, report)
 
 
 class _Handler:
     """One registered handler: one-shot readiness, dispatched in the loop, re-armed after."""
 
-    __slots__ = ("loop", "obj", "handler", "events", "busy", "removed")
+    __slots__ = ("obj", "handler", "events", "post", "report", "busy", "removed")
 
-    def __init__(self, loop: IOLoop, obj: Any, handler: Callable, events: int) -> None:
-        self.loop = loop
+    def __init__(self, obj: Any, handler: Callable, events: int, post: Post, report: Report) -> None:
         self.obj = obj
         self.handler = handler
         self.events = events
+        self.post = post
+        self.report = report
         self.busy = False  # fired: a dispatch is queued or running; re-armed after it
         self.removed = False
+
+    def arm(self) -> None:
+        raise NotImplementedError
+
+    def disarm(self) -> None:
+        raise NotImplementedError
+
+    def close_fd(self) -> None:
+        raise NotImplementedError
 
     def _dispatch(self, events: int) -> None:
         self.busy = False
@@ -82,7 +126,7 @@ class _Handler:
             try:
                 self.handler(self.obj, events)
             except Exception:
-                self.loop.handle_callback_exception(self.handler)
+                self.report(self.handler)
         if not events & ERROR:
             self.arm()
 
@@ -98,13 +142,20 @@ class _Handler:
 
 
 class _FdHandler(_Handler):
-    """A plain fd, on a libev io watcher that is stopped while its dispatch is pending."""
+    """A plain fd, on a libev io watcher of ``hub_loop`` that is stopped while its dispatch is pending.
 
-    __slots__ = ("fd", "watcher")
+    ``obj`` is what the user registered (passed back to the handler, closed
+    by :meth:`close_fd`), ``fd`` its file descriptor number.
+    """
 
-    def __init__(self, loop: IOLoop, obj: Any, fd: int, handler: Callable, events: int) -> None:
-        super().__init__(loop, obj, handler, events)
+    __slots__ = ("fd", "hub_loop", "watcher")
+
+    def __init__(
+        self, obj: Any, fd: int, handler: Callable, events: int, hub_loop: Any, post: Post, report: Report
+    ) -> None:
+        super().__init__(obj, handler, events, post, report)
         self.fd = fd
+        self.hub_loop = hub_loop
         self.watcher: Any = None
 
     def arm(self) -> None:
@@ -115,7 +166,7 @@ class _FdHandler(_Handler):
         if watcher is None or watcher.events != flags:
             if watcher is not None:
                 watcher.close()
-            watcher = self.watcher = self.loop._hub_loop.io(self.fd, flags)
+            watcher = self.watcher = self.hub_loop.io(self.fd, flags)
         if not watcher.active:
             watcher.start(self._fired, pass_events=True)
 
@@ -130,7 +181,7 @@ class _FdHandler(_Handler):
         self.watcher.stop()
         self.busy = True
         events = (READ if revents & _EV_READ else 0) | (WRITE if revents & _EV_WRITE else 0)
-        self.loop._post(self._dispatch, (events,), None)
+        self.post(self._dispatch, (events,), None)
 
     def close_fd(self) -> None:
         close = getattr(self.obj, "close", None)
@@ -145,7 +196,9 @@ class _SocketHandler(_Handler):
 
     __slots__ = ("listening",)
 
-    def __init__(self, loop: IOLoop, sock: Any, handler: Callable, events: int) -> None:
+    def __init__(
+        self, sock: Any, handler: Callable, events: int, hub: Any, post: Post, report: Report
+    ) -> None:
         waiters = waiters_of(sock)
         if waiters is None:
             raise TypeError(
@@ -154,9 +207,9 @@ class _SocketHandler(_Handler):
             )
         if waiters.thread != get_ident():
             waiters = waiters.claim(sock)  # ownership follows use (Waiters.claim)
-        if waiters.hub is not loop._hub:
+        if waiters.hub is not hub:
             raise WrongThreadError("this zmq socket belongs to another thread's hub than this IOLoop")
-        super().__init__(loop, sock, handler, events)
+        super().__init__(sock, handler, events, post, report)
         self.listening = False
 
     def arm(self) -> None:
@@ -165,20 +218,20 @@ class _SocketHandler(_Handler):
             return
         sock = self.obj
         try:
-            waiters = sock._waiters
+            waiters = waiters_of(sock)
             if waiters.thread != get_ident():
                 waiters = waiters.claim(sock)  # used by another thread meanwhile
             waiters.listen(sock, self, mask, self._fired)
         except zmq.ZMQError:  # closed: report it once
             self.busy = True
-            self.loop._post(self._dispatch, (ERROR,), None)
+            self.post(self._dispatch, (ERROR,), None)
             return
         self.listening = True
 
     def disarm(self) -> None:
         if self.listening:
             self.listening = False
-            self.obj._waiters.unlisten(self)
+            waiters_of(self.obj).unlisten(self)
 
     def _fired(self, zevents: int) -> None:
         self.listening = False
@@ -187,7 +240,7 @@ class _SocketHandler(_Handler):
             events = (READ if zevents & _POLLIN else 0) | (WRITE if zevents & _POLLOUT else 0)
         else:  # closed, or its context terminated
             events = ERROR
-        self.loop._post(self._dispatch, (events,), None)
+        self.post(self._dispatch, (events,), None)
 
     def close_fd(self) -> None:
         self.obj.close(linger=0)

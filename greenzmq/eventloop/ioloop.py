@@ -448,7 +448,8 @@ class IOLoop:
         key = handler_key(fd)
         if key in self._handlers:
             raise ValueError(f"{fd!r} already has a handler in this IOLoop; use update_handler")
-        entry = make_handler(self, fd, key, handler, events)
+        # the handler's seams: the hub that notes readiness, the queue its dispatch goes to
+        entry = make_handler(fd, handler, events, self._hub, self._post, self.handle_callback_exception)
         self._handlers[key] = entry
         entry.arm()
 
