@@ -20,14 +20,15 @@ from typing import Any, Callable, Optional, Union
 import zmq
 from gevent import Timeout as _GeventTimeout
 from gevent import getcurrent
+from gevent.hub import Hub
 from zmq.backend import Socket as _RawSocket
 from zmq.utils import jsonapi
 
 from greenzmq._frames import checked_parts, recv_message
+from greenzmq._waiter import waiters_of
 from greenzmq.eventloop.ioloop import IOLoop
 from greenzmq.socket import Socket as _GreenSocket
 
-_raw_recv = _RawSocket.recv
 _raw_send = _RawSocket.send
 
 __all__ = ["ZMQStream"]
@@ -35,7 +36,6 @@ __all__ = ["ZMQStream"]
 logger = logging.getLogger("greenzmq.eventloop")
 
 _DONTWAIT = int(zmq.DONTWAIT)
-_RCVMORE = int(zmq.RCVMORE)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _READ = IOLoop.READ
@@ -57,6 +57,10 @@ SendCallback = Callable[[list, Any], Any]
 #: bytes of a one-frame message sent with the defaults (the common case: no
 #: tuple or list to allocate, nothing for the garbage collector to track).
 _Queued = Union[tuple[list, int, bool, bool, Optional[SendCallback]], bytes]
+
+
+def _discard(msg: list) -> None:
+    """The receive callback of :meth:`ZMQStream.flush` when none is set: the message is dropped."""
 
 
 def _expand(entry: Any) -> tuple[list, int, bool, bool, SendCallback | None]:
@@ -324,29 +328,6 @@ class ZMQStream:
             self._handling = False
         self._rebuild_state()
 
-    def _recv_one(self) -> list | None:
-        """One message, or None when there is none (or the socket failed: then closed).
-
-        Calls pyzmq's non-blocking ``recv`` directly (through the green
-        socket's :func:`~greenzmq._frames.recv_message`, which frames the
-        message with ``Frame.more`` instead of a ``getsockopt(RCVMORE)`` per
-        frame), then keeps the core's rule (:mod:`greenzmq._waiter`): that
-        call may have consumed the ``ZMQ_FD`` edge, so if a greenlet waits on
-        this socket its ``EVENTS`` check is scheduled.
-        """
-        sock = self.socket
-        w = sock._waiters
-        if w.readers:
-            return None  # a greenlet blocked in recv goes first: never take its message
-        try:
-            msg = recv_message(sock, _DONTWAIT, self._recv_copy, False)
-        except zmq.ZMQError as exc:
-            msg = None
-            self._recv_failed(exc)
-        if w.armed:
-            w.touched(sock)
-        return msg
-
     def _recv_failed(self, exc: zmq.ZMQError) -> None:
         if exc.errno in _NOT_NOW:
             return
@@ -356,14 +337,35 @@ class ZMQStream:
         else:
             logger.error("%r: recv failed: %s", self, exc)
 
-    def _handle_recv(self, limit: int) -> int:
-        # _recv_one, inlined: this loop runs once per message
+    def _handle_recv(self, limit: int, discard: bool = False) -> int:
+        """Receive whole messages and hand each to the receive callback; return how many.
+
+        The one way the stream receives: the loop's handler calls it on each
+        readiness (``limit`` :data:`MAX_MESSAGES_PER_EVENT`), :meth:`flush`
+        with ``limit=1`` and ``discard=True`` (without a receive callback the
+        message is dropped, as in pyzmq). Stops without receiving while a
+        greenlet is blocked in ``recv`` on the socket (it goes first: the
+        stream never takes its message), when the callback is removed, when
+        the socket would block, or when a callback closed the stream.
+
+        Each message is received by pyzmq's non-blocking ``recv`` directly
+        (:func:`~greenzmq._frames.recv_message`, which frames the message with
+        ``Frame.more`` instead of a ``getsockopt(RCVMORE)`` per frame), and is
+        followed by the core's rule (:mod:`greenzmq._waiter`): that call may
+        have consumed the ``ZMQ_FD`` edge, so if a greenlet waits on the
+        socket its ``EVENTS`` check is scheduled, before any user code runs.
+        This loop runs once per message: it is the stream's hot path.
+        """
         sock = self.socket
-        w = sock._waiters
+        w = waiters_of(sock)
         count = 0
         while count < limit:
             callback = self._recv_callback
-            if callback is None or self.socket is not sock or w.readers:
+            if callback is None:
+                if not discard:
+                    break
+                callback = _discard
+            if self.socket is not sock or w.readers:
                 break  # (a greenlet blocked in recv goes first)
             try:
                 msg = recv_message(sock, _DONTWAIT, self._recv_copy, False)
@@ -379,7 +381,7 @@ class ZMQStream:
                 callback(msg)
             except Exception:
                 self._callback_failed(callback)
-            if count == 1 and self.socket is not None:
+            if count == 1 and count < limit and self.socket is not None:
                 # Often there was just the one: one EVENTS reading is far
                 # cheaper than the failing recv that would tell (and a REQ or
                 # REP socket never has a second: it must send first). After
@@ -405,7 +407,7 @@ class ZMQStream:
         """
         queue = self._send_queue
         sock = self.socket
-        w = sock._waiters
+        w = waiters_of(sock)
         count = 0
         try:
             while queue and count < limit:
@@ -480,7 +482,7 @@ class ZMQStream:
         self._check_closed()
         # flush works the socket in the caller's thread: refuse another thread's
         # call before anything is taken (the stream calls pyzmq directly)
-        self.socket._owned()
+        waiters_of(self.socket).claim(self.socket)
         if limit is not None and limit < 0:
             raise ValueError(f"flush: limit must be None or >= 0, not {limit!r}")
         count = 0
@@ -492,13 +494,9 @@ class ZMQStream:
                 self.close()
                 break
             progress = False
-            if flag & events & _POLLIN:
-                msg = self._recv_one()
-                if msg is not None:
-                    progress = True
-                    count += 1
-                    if self._recv_callback is not None:
-                        self._run_callback(self._recv_callback, msg)
+            if flag & events & _POLLIN and self._handle_recv(1, discard=True):
+                progress = True
+                count += 1
             if (
                 flag & events & _POLLOUT
                 and self._send_queue
@@ -544,7 +542,7 @@ class ZMQStream:
                 linger = sock.getsockopt(zmq.LINGER)
             except zmq.ZMQError:
                 linger = 0
-        can_wait = linger != 0 and getcurrent() is not self.io_loop._hub
+        can_wait = linger != 0 and not isinstance(getcurrent(), Hub)  # the hub must never block
         seconds = None if linger < 0 else linger / 1000.0
         with _GeventTimeout(seconds if can_wait else None, False):
             while self._send_queue:
