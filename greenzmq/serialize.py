@@ -1,20 +1,22 @@
-"""Codecs and numpy frames: how objects become ZeroMQ frames, chosen on the context.
+"""How objects travel on a green socket: codec methods, numpy arrays, checked text.
 
-A *codec* is any object with ``dumps(obj) -> bytes`` and ``loads(bytes) -> obj``,
-registered by name. Built in: ``json``, ``pickle``, ``msgpack`` (when
-installed), and the compressors ``zlib`` and ``blosc`` (when installed).
-Names chain with ``+``, left to right on the way out: ``"pickle+zlib"`` pickles
-then compresses (and decompresses then unpickles on the way in).
-
-The functions here (:func:`get_codec`, :func:`dumps`, :func:`loads`,
-:func:`array_to_frames`, :func:`frames_to_array`) work on frames, not sockets,
-so devices and the event loop share them. :class:`SerializingSocketMixin`
-and :class:`SerializingContextMixin` put them on the green Socket and Context.
+:class:`SerializingSocketMixin` and :class:`SerializingContextMixin` give the
+green Socket and Context ``send_obj``/``recv_obj`` (a codec chosen on the
+context, see :mod:`greenzmq.codec`), ``send_array``/``recv_array`` (numpy,
+zero-copy), and pyzmq's ``recv_string``/``recv_json``/``recv_pyobj`` with one
+documented error. The numpy frame format (:func:`array_to_frames`,
+:func:`frames_to_array`) lives here beside the two methods that use it; it
+works on frames, so a ``ZMQStream`` callback can use it too.
 
 Every malformed payload (invalid JSON or msgpack, a truncated pickle, bad
 UTF-8, array metadata that does not match the data, a pickle while pickle is
 refused) raises :class:`DeserializationError`, after the message was taken
 off the socket: the socket stays usable and the next message is unaffected.
+
+The codec registry is :mod:`greenzmq.codec`; its public names (:class:`Codec`,
+:class:`DeserializationError`, :data:`DEFAULT_CODEC`, :func:`register_codec`,
+:func:`get_codec`, :func:`dumps`, :func:`loads`) are exported here too, so
+either import works.
 """
 
 from __future__ import annotations
@@ -22,12 +24,22 @@ from __future__ import annotations
 import codecs
 import json
 import pickle
-import zlib
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any
 
 from zmq.utils import jsonapi
 
+from greenzmq.codec import (
+    DEFAULT_CODEC,
+    Codec,
+    DeserializationError,
+    Guard,
+    dumps,
+    get_codec,
+    guarded_loads,
+    loads,
+    register_codec,
+)
 from greenzmq.tracker import MessageTracker, green_tracker
 
 __all__ = [
@@ -44,192 +56,10 @@ __all__ = [
     "SerializingContextMixin",
 ]
 
-#: The codec of ``send_obj``/``recv_obj`` when neither socket nor context chose
-#: one: pickle, like ``send_pyobj`` (any Python object). See ``allow_pickle``.
-DEFAULT_CODEC = "pickle"
 #: numpy's limit on array dimensions (``np.MAXDIMS`` in numpy 2); metadata
 #: claiming more is malformed.
 MAX_ARRAY_DIMS = 64
 _ARRAY = "array"  # the codec name array errors carry
-
-
-class DeserializationError(ValueError, pickle.UnpicklingError):
-    """A received payload could not be decoded (or was refused) by codec :attr:`codec`.
-
-    A :class:`ValueError` (as pyzmq's JSON and UTF-8 errors are) and, so that
-    code written against pyzmq's ``recv_pyobj`` keeps matching, a
-    :class:`pickle.UnpicklingError`.
-
-    The message was consumed: the socket stays usable and the next
-    ``recv*`` gets the next message. The original exception, if any, is
-    ``__cause__``.
-    """
-
-    def __init__(self, codec: str, reason: str, payload_size: int | None = None) -> None:
-        size = "" if payload_size is None else f" ({payload_size} bytes)"
-        super().__init__(f"cannot decode {codec!r} payload{size}: {reason}")
-        self.codec = codec
-        self.reason = reason
-        self.payload_size = payload_size
-
-
-class Codec:
-    """A named pair ``dumps(obj) -> bytes`` / ``loads(bytes) -> obj``.
-
-    ``unsafe`` marks codecs that can run code while loading (pickle): a
-    context with ``allow_pickle = False`` refuses to load them.
-    """
-
-    __slots__ = ("name", "dumps", "loads", "unsafe")
-
-    def __init__(
-        self, name: str, dumps: Callable[[Any], Any], loads: Callable[[Any], Any], unsafe: bool = False
-    ) -> None:
-        self.name = name
-        self.dumps = dumps
-        self.loads = loads
-        self.unsafe = unsafe
-
-    def __repr__(self) -> str:
-        return f"<greenzmq Codec {self.name!r}{' (unsafe)' if self.unsafe else ''}>"
-
-
-_registry: dict[str, Codec] = {}
-#: Resolved names: (name, id(context registry) or 0) -> (generation, Codec). Every
-#: registration bumps the generation, so no stale entry is ever returned.
-_resolved: dict[tuple[str, int], tuple[int, Codec]] = {}
-_generation = [0]
-#: Bound on :data:`_resolved` (names are few; a flood of distinct ones just resets it).
-_RESOLVED_MAX = 256
-
-
-def register_codec(name: str, codec: Any, unsafe: bool | None = None, registry: dict | None = None) -> Codec:
-    """Register ``codec`` (anything with ``dumps``/``loads``) under ``name`` for every context.
-
-    ``unsafe`` defaults to ``codec.unsafe`` (else False). ``name`` may not
-    contain ``+`` (that chains codecs). Returns the registered :class:`Codec`.
-    """
-    if not name or "+" in name:
-        raise ValueError(f"codec name {name!r} must be non-empty and without '+'")
-    if unsafe is None:
-        unsafe = bool(getattr(codec, "unsafe", False))
-    entry = Codec(name, codec.dumps, codec.loads, unsafe)
-    (_registry if registry is None else registry)[name] = entry
-    _generation[0] += 1
-    return entry
-
-
-def get_codec(name: str, registry: dict | None = None) -> Codec:
-    """The codec called ``name`` (``"a+b"`` chains), looked up in ``registry`` then globally.
-
-    Raises :class:`LookupError` for an unknown name, as :func:`codecs.lookup`.
-    """
-    key = (name, id(registry) if registry else 0)
-    hit = _resolved.get(key)
-    if hit is not None and hit[0] == _generation[0]:
-        return hit[1]
-    codec = _resolve(name, registry)
-    if len(_resolved) >= _RESOLVED_MAX:
-        _resolved.clear()
-    _resolved[key] = (_generation[0], codec)
-    return codec
-
-
-def _resolve(name: str, registry: dict | None) -> Codec:
-    parts = []
-    for part in name.split("+"):
-        codec = (registry or {}).get(part) or _registry.get(part)
-        if codec is None:
-            known = sorted({*_registry, *(registry or {})})
-            raise LookupError(f"unknown greenzmq codec {part!r} in {name!r}; registered: {known}")
-        parts.append(codec)
-    if len(parts) == 1:
-        return parts[0]
-    return Codec(name, _chain_dumps(parts), _chain_loads(parts[::-1]), any(p.unsafe for p in parts))
-
-
-def _chain_dumps(parts: list[Codec]) -> Callable[[Any], Any]:
-    def chained(obj: Any) -> Any:
-        for codec in parts:
-            obj = codec.dumps(obj)
-        return obj
-
-    return chained
-
-
-def _chain_loads(parts: list[Codec]) -> Callable[[Any], Any]:
-    def chained(data: Any) -> Any:
-        for codec in parts:
-            data = codec.loads(data)
-        return data
-
-    return chained
-
-
-def dumps(obj: Any, codec: str | Codec = DEFAULT_CODEC, registry: dict | None = None) -> Any:
-    """Encode ``obj`` with ``codec`` (a name or a :class:`Codec`); its own errors propagate."""
-    if isinstance(codec, str):
-        codec = get_codec(codec, registry)
-    return codec.dumps(obj)
-
-
-def loads(
-    data: Any, codec: str | Codec = DEFAULT_CODEC, allow_pickle: bool = True, registry: dict | None = None
-) -> Any:
-    """Decode ``data``; any failure, or an unsafe codec with ``allow_pickle=False``,
-    raises :class:`DeserializationError`."""
-    if isinstance(codec, str):
-        codec = get_codec(codec, registry)
-    return _guarded_loads(codec.name, codec.loads, data, codec.unsafe and not allow_pickle)
-
-
-def _size(data: Any) -> int | None:
-    try:
-        return memoryview(data).nbytes
-    except TypeError:
-        return None
-
-
-def _guarded_loads(name: str, load: Callable[[Any], Any], data: Any, refuse: bool = False) -> Any:
-    if refuse:
-        raise DeserializationError(
-            name, "refused: this context does not unpickle received data (allow_pickle=False)", _size(data)
-        )
-    try:
-        return load(data)
-    except Exception as exc:
-        raise DeserializationError(name, f"{type(exc).__name__}: {exc}", _size(data)) from exc
-
-
-class _Guard:
-    """A ``load`` for pyzmq's ``_deserialize`` that raises :class:`DeserializationError`."""
-
-    __slots__ = ("name", "load", "refuse")
-
-    def __init__(self, name: str, load: Callable[[Any], Any], refuse: bool = False) -> None:
-        self.name, self.load, self.refuse = name, load, refuse
-
-    def __call__(self, data: Any) -> Any:
-        return _guarded_loads(self.name, self.load, data, self.refuse)
-
-
-register_codec("json", Codec("json", jsonapi.dumps, jsonapi.loads))
-register_codec(
-    "pickle", Codec("pickle", lambda o: pickle.dumps(o, pickle.DEFAULT_PROTOCOL), pickle.loads, True)
-)
-register_codec("zlib", Codec("zlib", zlib.compress, zlib.decompress))
-try:
-    import msgpack
-except ImportError:  # pragma: no cover - msgpack is optional
-    pass
-else:
-    register_codec("msgpack", Codec("msgpack", msgpack.packb, msgpack.unpackb))
-try:
-    import blosc
-except ImportError:
-    pass
-else:  # pragma: no cover - blosc is optional and not installed in CI
-    register_codec("blosc", Codec("blosc", blosc.compress, blosc.decompress))
 
 
 # -- numpy --------------------------------------------------------------------------
@@ -281,7 +111,7 @@ def frames_to_array(frames: Sequence[Any]) -> Any:
     if len(frames) != 2:
         raise DeserializationError(_ARRAY, f"expected 2 frames (metadata, data), got {len(frames)}")
     md_frame, data = frames
-    md = _guarded_loads(_ARRAY, jsonapi.loads, getattr(md_frame, "bytes", md_frame))
+    md = guarded_loads(_ARRAY, jsonapi.loads, getattr(md_frame, "bytes", md_frame))
     nbytes = memoryview(data).nbytes
     try:
         dtype = np.lib.format.descr_to_dtype(md["dtype"])
@@ -431,7 +261,7 @@ class SerializingSocketMixin:
         unsafe codec on a context with ``allow_pickle = False``.
         """
         c = self.get_codec(codec)
-        return self._deserialize(self.recv(flags), _Guard(c.name, c.loads, self._refuses(c)))
+        return self._deserialize(self.recv(flags), Guard(c.name, c.loads, self._refuses(c)))
 
     def send_objs(
         self,
@@ -448,7 +278,7 @@ class SerializingSocketMixin:
     def recv_objs(self, flags: int = 0, codec: str | None = None) -> list[Any]:
         """Receive a whole multipart message and decode every frame with ``codec``."""
         c = self.get_codec(codec)
-        guard = _Guard(c.name, c.loads, self._refuses(c))
+        guard = Guard(c.name, c.loads, self._refuses(c))
         return self._deserialize(self.recv_multipart(flags), lambda frames: [guard(f) for f in frames])
 
     # -- pyzmq's receivers, with the one documented error ----------------------------
@@ -461,7 +291,7 @@ class SerializingSocketMixin:
         received, as ``codecs.lookup`` does.
         """
         codecs.lookup(encoding)
-        return self._deserialize(self.recv(flags), _Guard(encoding, lambda b: b.decode(encoding)))
+        return self._deserialize(self.recv(flags), Guard(encoding, lambda b: b.decode(encoding)))
 
     recv_unicode = recv_string
 
@@ -473,13 +303,13 @@ class SerializingSocketMixin:
         """
         decoder_kwargs = dict(kwargs)
         (decoder_kwargs.pop("cls", None) or json.JSONDecoder)(**decoder_kwargs)
-        return self._deserialize(self.recv(flags), _Guard("json", lambda b: jsonapi.loads(b, **kwargs)))
+        return self._deserialize(self.recv(flags), Guard("json", lambda b: jsonapi.loads(b, **kwargs)))
 
     def recv_pyobj(self, flags: int = 0) -> Any:
         """As :meth:`zmq.Socket.recv_pyobj`; a bad pickle, or any pickle on a context
         with ``allow_pickle = False``, raises :class:`DeserializationError`."""
         refuse = not getattr(self.context, "allow_pickle", True)
-        return self._deserialize(self.recv(flags), _Guard("pickle", pickle.loads, refuse))
+        return self._deserialize(self.recv(flags), Guard("pickle", pickle.loads, refuse))
 
     # -- numpy -----------------------------------------------------------------------
 
