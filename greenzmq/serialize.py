@@ -27,6 +27,7 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
+import zmq
 from zmq.utils import jsonapi
 
 from greenzmq.codec import (
@@ -40,7 +41,6 @@ from greenzmq.codec import (
     loads,
     register_codec,
 )
-from greenzmq.tracker import MessageTracker, green_tracker
 
 __all__ = [
     "Codec",
@@ -208,9 +208,11 @@ class SerializingSocketMixin:
     Every method here ends in the socket's green ``send``/``send_multipart``/
     ``recv``/``recv_multipart``, so it blocks only the calling greenlet, honours
     ``RCVTIMEO``/``SNDTIMEO`` and sends a multipart message as one atomic queue
-    entry. Decoding happens after the message is taken off the socket: a bad
-    payload raises :class:`DeserializationError` and the next call receives
-    the next message.
+    entry. A sender returns what the green send returned: ``None`` without
+    ``track``, else a tracker (green while it may be pending, pyzmq's own
+    finished tracker when the send is already done). Decoding happens after
+    the message is taken off the socket: a bad payload raises
+    :class:`DeserializationError` and the next call receives the next message.
     """
 
     _codec: str | None = None
@@ -244,7 +246,7 @@ class SerializingSocketMixin:
 
     def send_obj(
         self, obj: Any, flags: int = 0, codec: str | None = None, copy: bool = True, track: bool = False
-    ) -> MessageTracker | None:
+    ) -> zmq.MessageTracker | None:
         """Send ``obj`` as one frame encoded by ``codec`` (default :attr:`codec`).
 
         ``sock.send_obj(obj, codec="pickle+zlib")`` is pyzmq's zipped-pickle
@@ -252,7 +254,7 @@ class SerializingSocketMixin:
         propagate before anything is sent.
         """
         data = self.get_codec(codec).dumps(obj)
-        return green_tracker(self.send(data, flags, copy=copy, track=track))
+        return self.send(data, flags, copy=copy, track=track)
 
     def recv_obj(self, flags: int = 0, codec: str | None = None) -> Any:
         """Receive one frame and decode it with ``codec`` (default :attr:`codec`).
@@ -270,10 +272,10 @@ class SerializingSocketMixin:
         codec: str | None = None,
         copy: bool = True,
         track: bool = False,
-    ) -> MessageTracker | None:
+    ) -> zmq.MessageTracker | None:
         """Send one multipart message, one frame per object, each encoded by ``codec``."""
         encode = self.get_codec(codec).dumps
-        return green_tracker(self.send_multipart([encode(o) for o in objs], flags, copy=copy, track=track))
+        return self.send_multipart([encode(o) for o in objs], flags, copy=copy, track=track)
 
     def recv_objs(self, flags: int = 0, codec: str | None = None) -> list[Any]:
         """Receive a whole multipart message and decode every frame with ``codec``."""
@@ -315,7 +317,7 @@ class SerializingSocketMixin:
 
     def send_array(
         self, A: Any, flags: int = 0, copy: bool = False, track: bool = False
-    ) -> MessageTracker | None:
+    ) -> zmq.MessageTracker | None:
         """Send numpy array ``A`` as a metadata frame and a data frame, without copying.
 
         The data frame shares ``A``'s memory (frames under the socket's
@@ -325,7 +327,7 @@ class SerializingSocketMixin:
         :class:`ImportError` without numpy.
         """
         frames = array_to_frames(A)
-        return green_tracker(self.send_multipart(frames, flags, copy=copy, track=track))
+        return self.send_multipart(frames, flags, copy=copy, track=track)
 
     def recv_array(self, flags: int = 0, copy: bool = False) -> Any:
         """Receive an array sent by :meth:`send_array`; with ``copy=False`` (default)

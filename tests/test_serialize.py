@@ -15,6 +15,7 @@ import gevent
 import msgpack
 import numpy as np
 import pytest
+import zmq as pyzmq
 from conftest import TERM_BOUND, WAKE_BOUND, inproc_endpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -216,13 +217,26 @@ def test_register_a_codec_per_context_and_globally(ctx, pair):
 
 
 @pytest.mark.timeout(30)
-def test_send_obj_zero_copy_returns_a_green_tracker(pair):
+def test_senders_return_the_tracker_the_green_send_returns(pair):
+    """Green while it may be pending; pyzmq's own finished tracker when the
+    send was copied anyway (below copy_threshold); None without track."""
     a, b = pair
-    tracker = a.send_obj(b"x" * 100_000, codec="pickle", copy=False, track=True)
-    assert isinstance(tracker, MessageTracker)
-    assert b.recv_obj() == b"x" * 100_000
+    dealer = a.context.socket(greenzmq.DEALER)
+    dealer.linger = 0
+    endpoint = inproc_endpoint("later")
+    dealer.connect(endpoint)  # nobody listens yet: libzmq holds the message, the tracker is pending
+    tracker = dealer.send_obj(b"x" * 100_000, codec="pickle", copy=False, track=True)
+    assert isinstance(tracker, MessageTracker) and not tracker.done
+    router = a.context.socket(greenzmq.ROUTER)
+    router.linger = 0
+    router.bind(endpoint)
+    assert pickle.loads(router.recv_multipart()[1]) == b"x" * 100_000
     tracker.wait(WAKE_BOUND * 10)
     assert a.send_obj(1) is None
+    assert a.send_obj(1, copy=False, track=True) is pyzmq._FINISHED_TRACKER
+    assert a.send_objs([1, 2], copy=False, track=True) is pyzmq._FINISHED_TRACKER
+    assert a.send_array(np.arange(3), track=True) is pyzmq._FINISHED_TRACKER
+    assert [b.recv_obj(), b.recv_obj(), b.recv_objs(), list(b.recv_array())] == [1, 1, [1, 2], [0, 1, 2]]
 
 
 # -- bad payloads ----------------------------------------------------------------------
