@@ -12,7 +12,7 @@ import gevent
 import gevent.event
 import pytest
 import zmq as pyzmq
-from conftest import WAKE_BOUND
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, wait_parked
 from gevent.monkey import get_original
 
 import greenzmq as zmq
@@ -21,6 +21,14 @@ from greenzmq.eventloop import IOLoop, PeriodicCallback, TimeoutHandle
 
 OSThread = get_original("threading", "Thread")
 _blocking_sleep = get_original("time", "sleep")
+_allocate_lock = get_original("_thread", "allocate_lock")
+
+#: How long test_start_waits_for_work... leaves the loop with nothing to do.
+IDLE = 0.05
+#: How long an OS thread of these tests waits for the loop before giving up.
+THREAD_BOUND = 10.0
+#: How often that thread looks whether the loop's runner is parked yet.
+THREAD_POLL = 0.001
 
 
 def run_until(loop: IOLoop, done: gevent.event.Event, bound: float = 10.0) -> None:
@@ -28,6 +36,26 @@ def run_until(loop: IOLoop, done: gevent.event.Event, bound: float = 10.0) -> No
     done.rawlink(lambda _: loop.stop())
     with gevent.Timeout(bound, AssertionError("the loop did not finish within the bound")):
         loop.start()
+
+
+def when_parked(loop: IOLoop, action) -> OSThread:
+    """An OS thread (started) that calls ``action()`` once ``loop`` runs and its runner is
+    parked in the hub with nothing to do: the state a call from another thread must wake."""
+    running = _allocate_lock()
+    running.acquire()
+    loop.add_callback(running.release)
+
+    def run():
+        if not running.acquire(timeout=THREAD_BOUND):
+            return  # the loop never started: the test's own bound fails it
+        deadline = time.monotonic() + THREAD_BOUND
+        while not loop._sleeping and time.monotonic() < deadline:
+            _blocking_sleep(THREAD_POLL)
+        action()
+
+    thread = OSThread(target=run)
+    thread.start()
+    return thread
 
 
 # -- which loop ---------------------------------------------------------------------
@@ -106,18 +134,10 @@ def test_stop_before_start_returns_at_once_and_keeps_callbacks(loop):
 
 
 def test_start_waits_for_work_while_other_greenlets_run(loop, spawn):
-    ticks = []
-
-    def ticker():
-        for i in range(3):
-            gevent.sleep(0.01)
-            ticks.append(i)
-        loop.add_callback(loop.stop)
-
-    spawn(ticker)
-    with gevent.Timeout(10):
+    spawn(lambda: (gevent.sleep(IDLE), loop.add_callback(loop.stop)))  # time is the subject
+    with hub_ticker() as ticker, gevent.Timeout(10):
         loop.start()  # nothing queued: parks in the hub until the greenlet posts
-    assert ticks == [0, 1, 2]
+    assert ticker.max_gap < HUB_STALL_BOUND
 
 
 def test_start_twice_and_from_the_hub_raise(loop):
@@ -180,27 +200,23 @@ def test_callback_exception_is_logged_and_loop_goes_on(loop, caplog):
 
 def test_add_callback_from_another_os_thread_wakes_the_loop(loop):
     ran = []
-    started = gevent.event.Event()
-    loop.add_callback(started.set)
+    posted = []
 
     def from_thread():
-        _blocking_sleep(0.05)  # the loop is parked in the hub with nothing to do
-        loop.add_callback(ran.append, "from thread")
+        posted.append(time.monotonic())
+        loop.add_callback(lambda: ran.append(time.monotonic()))
         loop.add_callback(loop.stop)
 
-    t = OSThread(target=from_thread)
-    t0 = time.monotonic()
-    t.start()
+    t = when_parked(loop, from_thread)
     with gevent.Timeout(10, AssertionError("add_callback from a thread did not wake the loop")):
         loop.start()
     t.join(10)
-    assert ran == ["from thread"]
-    assert time.monotonic() - t0 < 0.05 + WAKE_BOUND
+    assert len(ran) == 1
+    assert ran[0] - posted[0] < WAKE_BOUND
 
 
 def test_stop_from_another_os_thread(loop):
-    t = OSThread(target=lambda: (_blocking_sleep(0.02), loop.stop()))
-    t.start()
+    t = when_parked(loop, loop.stop)
     with gevent.Timeout(10, AssertionError("stop() from a thread did not stop the loop")):
         loop.start()
     t.join(10)
@@ -275,7 +291,7 @@ def test_a_callback_may_make_green_blocking_calls(loop, ctx, spawn):
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     push = ctx.socket(zmq.PUSH)
     push.connect(f"tcp://127.0.0.1:{port}")
-    spawn(lambda: (gevent.sleep(0.02), push.send(b"late")))
+    spawn(lambda: (wait_parked(pull), push.send(b"late")))  # once the callback blocks in recv
     got = []
     loop.add_callback(lambda: (got.append(pull.recv()), loop.stop()))
     with gevent.Timeout(10):

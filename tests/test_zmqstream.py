@@ -14,7 +14,7 @@ import gevent.socket
 import gevent.subprocess
 import pytest
 import zmq as pyzmq
-from conftest import WAKE_BOUND, inproc_endpoint
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, inproc_endpoint, wait_parked
 
 import greenzmq as zmq
 from greenzmq.eventloop import IOLoop, ZMQStream
@@ -255,8 +255,8 @@ def test_flush_with_limits(loop, streams):
     deadline = gevent.Timeout(10, AssertionError("messages did not arrive"))
     with deadline:
         while len(got) < 4:
-            pull.flush(zmq.POLLIN, limit=4 - len(got))
-            gevent.sleep(0.005)
+            pull.socket.poll()  # green: until the next message is there
+            assert pull.flush(zmq.POLLIN, limit=4 - len(got)), "flush left a ready message"
     assert got == [b"0", b"1", b"2", b"3"]
     with pytest.raises(ValueError):
         pull.flush(limit=-1)
@@ -269,8 +269,10 @@ def test_flush_pollin_without_callback_discards(loop, streams):
     with gevent.Timeout(10):
         flushed = 0
         while flushed < 3:
-            flushed += pull.flush(zmq.POLLIN)
-            gevent.sleep(0.005)
+            pull.socket.poll()  # green: until the next message is there
+            taken = pull.flush(zmq.POLLIN)
+            assert taken, "flush left a ready message"
+            flushed += taken
     push.socket.send(b"next")
     assert pull.socket.recv() == b"next"
 
@@ -548,22 +550,16 @@ def test_pywsgi_server_greenlets_and_a_stream_in_one_process(loop, ctx, spawn):
             req.close()
             return out
 
-        ticks = []
-
-        def ticker():
-            for i in range(10):
-                gevent.sleep(0.001)
-                ticks.append(i)
-
-        jobs = [spawn(http_get) for _ in range(5)] + [spawn(zmq_client), spawn(ticker)]
+        jobs = [spawn(http_get) for _ in range(5)] + [spawn(zmq_client)]
         done = gevent.event.Event()
         gevent.spawn(lambda: (gevent.joinall(jobs, raise_error=True), done.set()))
-        run_until(loop, done)
+        with hub_ticker() as ticker:
+            run_until(loop, done)
+        assert ticker.max_gap < HUB_STALL_BOUND
         for job in jobs[:5]:
             assert job.value.startswith(b"HTTP/1.1 200") or job.value.startswith(b"HTTP/1.0 200")
             assert job.value.endswith(b"hello from pywsgi")
         assert jobs[5].value == [b"re: %d" % i for i in range(20)]
-        assert ticks == list(range(10))
     finally:
         server.stop(timeout=1)
 
@@ -653,9 +649,8 @@ def test_recv_callback_may_block_on_its_own_socket_and_another(loop, ctx, spawn)
 
     def producer():
         push.send(b"first")
-        gevent.sleep(0.02)
-        push.send(b"second")
-        gevent.sleep(0.02)
+        wait_parked(pull)  # the callback blocks in recv on the stream's own socket now
+        push.send(b"second")  # for that recv; "third" waits in the socket for the stream
         push.send(b"third")
 
     spawn(producer)
