@@ -57,6 +57,21 @@ def wait_parked(sock, queue: str = "readers", n: int = 1) -> None:
     raise AssertionError(f"{n} greenlet(s) did not park on {sock!r}'s {queue} within {PARK_TURNS} hub turns")
 
 
+def run_until_blocked() -> None:
+    """Let every greenlet spawned before this call run until it blocks (or ends): one ``gevent.sleep(0)``.
+
+    For a greenlet that parks where no green socket's queue shows it (a
+    poller waiting only on plain fds or plain pyzmq sockets, a tracker's
+    ``wait()``, a threadpool call), so :func:`wait_parked` cannot see it.
+    One turn is deterministic, not a guess: ``gevent.spawn`` schedules the
+    new greenlet's start as a hub callback, ``gevent.sleep(0)`` schedules the
+    caller's resumption as a later one, and gevent runs callbacks in the
+    order they were scheduled, so a greenlet spawned before runs until it
+    blocks before the caller resumes.
+    """
+    gevent.sleep(0)
+
+
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true", default=False, help="run long soak tests (marker: slow)")
 
