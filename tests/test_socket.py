@@ -12,21 +12,20 @@ import gevent
 import gevent.event
 import pytest
 import zmq as plainzmq
-from conftest import WAKE_BOUND, connected_pair, wait_parked
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, wait_parked
 
 import greenzmq as zmq
 
 
 def test_recv_blocks_only_the_greenlet(make_pair, spawn):
     push, pull = make_pair(zmq.PUSH, zmq.PULL)
-    ticks = []
-    ticker = spawn(lambda: [ticks.append(gevent.sleep(0.001)) for _ in range(20)])
-    receiver = spawn(pull.recv)
-    ticker.join(timeout=5)
-    assert len(ticks) == 20, "the hub was blocked while a greenlet waited in recv"
-    assert not receiver.ready()
-    push.send(b"hello")
-    assert receiver.get(timeout=5) == b"hello"
+    with hub_ticker() as ticker:
+        receiver = spawn(pull.recv)
+        wait_parked(pull)  # this greenlet runs on while the receiver waits
+        assert not receiver.ready()
+        push.send(b"hello")
+        assert receiver.get(timeout=WAKE_BOUND) == b"hello"
+    assert ticker.max_gap < HUB_STALL_BOUND, "the hub was blocked while a greenlet waited in recv"
 
 
 def test_send_blocks_only_the_greenlet_at_hwm(ctx, spawn):
@@ -36,7 +35,7 @@ def test_send_blocks_only_the_greenlet_at_hwm(ctx, spawn):
     port = push.bind_to_random_port("tcp://127.0.0.1")
     # no peer yet: PUSH with no pipe blocks the sender
     sender = spawn(push.send, b"x")
-    gevent.sleep(0.05)
+    wait_parked(push, "writers")
     assert not sender.ready()
     pull = ctx.socket(zmq.PULL)
     pull.connect(f"tcp://127.0.0.1:{port}")
@@ -90,7 +89,7 @@ def test_recv_multipart_frames_every_message_exactly(ctx, spawn, transport):
     assert [[f.bytes for f in m] for m in frames] == messages[3:]
     assert [[f.more for f in m] for m in frames] == [[False], [True] * 6 + [False], [False]]
     waiter = spawn(pull.recv_multipart)  # the slow path: nothing there yet
-    gevent.sleep(0.01)
+    wait_parked(pull)
     push.send_multipart([b"late", b""])
     assert waiter.get(timeout=WAKE_BOUND) == [b"late", b""]
     with pytest.raises(zmq.Again):
@@ -109,7 +108,7 @@ def test_waiters_served_first_come_first_served(make_pair, spawn):
     glets = []
     for i in range(10):
         glets.append(spawn(wait, i))
-        gevent.sleep(0)  # let greenlet i queue before i+1
+        wait_parked(pull, n=i + 1)  # greenlet i queues before i+1
     assert started == list(range(10))
     for i in range(10):
         push.send(b"%d" % i)
@@ -231,17 +230,20 @@ def test_timeout_and_kill_storm_loses_and_duplicates_nothing(make_pair, spawn):
     n = 5000
     rng = random.Random(7)
     got = []
+    all_in = gevent.event.Event()
     stop = gevent.event.Event()
 
     def receiver():
         while not stop.is_set():
             with gevent.Timeout(rng.choice([0.0001, 0.001, 0.005]), False):
                 got.append(pull.recv())
+                if len(got) >= n:
+                    all_in.set()
 
     def killer():
         glets = [spawn(receiver) for _ in range(3)]
         while not stop.is_set():
-            gevent.sleep(rng.random() * 0.002)
+            gevent.sleep(rng.random() * 0.002)  # time is the subject: kills land at random points
             victim = rng.randrange(len(glets))
             glets[victim].kill(block=False)
             glets[victim] = spawn(receiver)
@@ -253,12 +255,10 @@ def test_timeout_and_kill_storm_loses_and_duplicates_nothing(make_pair, spawn):
         for i in range(n):
             push.send(b"%d" % i)
             if i % 50 == 0:
-                gevent.sleep(0)
+                gevent.sleep(0)  # a yield, not a wait: the receivers and the killer interleave
 
     spawn(sender).get(timeout=30)
-    deadline = time.monotonic() + 30
-    while len(got) < n and time.monotonic() < deadline:
-        gevent.sleep(0.01)
+    all_in.wait(timeout=30)
     stop.set()
     k.join(timeout=5)
     assert len(got) == n, f"{len(got)} of {n}"
@@ -280,7 +280,7 @@ def test_close_wakes_every_waiter_with_enotsock(make_pair, spawn):
             errors.append(e.errno)
 
     glets = [spawn(wait_recv) for _ in range(10)]
-    gevent.sleep(0.01)
+    wait_parked(pull, n=10)
     t0 = time.monotonic()
     pull.close()
     gevent.joinall(glets, timeout=5)
@@ -300,7 +300,7 @@ def test_close_wakes_blocked_senders(ctx, spawn):
             errors.append(e.errno)
 
     glets = [spawn(wait_send) for _ in range(5)]
-    gevent.sleep(0.01)
+    wait_parked(push, "writers", n=5)
     push.close(linger=0)
     gevent.joinall(glets, timeout=5)
     assert errors == [zmq.ENOTSOCK] * 5
@@ -355,7 +355,7 @@ def test_recv_into_is_green(make_pair, spawn):
     push, pull = make_pair(zmq.PUSH, zmq.PULL)
     buf = bytearray(16)
     g = spawn(pull.recv_into, buf)
-    gevent.sleep(0.01)
+    wait_parked(pull)
     assert not g.ready()
     push.send(b"12345")
     assert g.get(timeout=5) == 5
@@ -370,7 +370,7 @@ def test_serializers_are_green(make_pair, spawn):
         spawn(b.recv_pyobj),
         spawn(b.recv_serialized, lambda frames: frames[0] + frames[1]),
     ]
-    gevent.sleep(0.01)
+    wait_parked(b, n=len(gs))
     assert not any(g.ready() for g in gs)
     a.send_string("s")
     a.send_json({"j": 1})
@@ -383,7 +383,7 @@ def test_socket_poll_is_green(make_pair, spawn):
     push, pull = make_pair(zmq.PUSH, zmq.PULL)
     assert pull.poll(10) == 0
     g = spawn(pull.poll, 5000)
-    gevent.sleep(0.01)
+    wait_parked(pull, "listeners")
     assert not g.ready()
     push.send(b"x")
     assert g.get(timeout=5) == zmq.POLLIN
@@ -398,12 +398,12 @@ def test_user_events_query_does_not_strand_waiters(make_pair, spawn):
         while not stop.is_set():
             a.getsockopt(zmq.EVENTS)
             _ = a.events
-            gevent.sleep(0)
+            gevent.sleep(0)  # a yield, not a wait: one query per hub turn
 
     spawn(query)
     for i in range(200):
         g = spawn(a.recv)
-        gevent.sleep(0)
+        wait_parked(a)
         b.send(b"%d" % i)
         assert g.get(timeout=WAKE_BOUND) == b"%d" % i
     stop.set()
