@@ -26,6 +26,7 @@ ported from ``zmq.eventloop`` ran at before.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     print(f"# ZMQStream vs green socket loop, {MESSAGE_SIZE} B, {args.transport}, {args.reps} rounds\n")
+    load_before = _load()
     print(
         f"| workload | green socket | ZMQStream | ratio (target ≥ {TARGET_RATIO:.2f}) "
         "| pyzmq's ZMQStream (tornado) | ZMQStream ÷ pyzmq's |"
@@ -222,7 +224,16 @@ def main(argv: list[str] | None = None) -> int:
             f"| {title} | {_summary(plain_rates)} | {_summary(stream_rates)} | {ratio:.2f} ({verdict}) | {ref} |"
         )
     print(f"\ngevent {gevent.__version__}, pyzmq {greenzmq.pyzmq_version()}, libzmq {greenzmq.zmq_version()}")
+    print(f"load average (1 min) before {load_before}, after {_load()} on {os.cpu_count()} CPUs")
     return 0
+
+
+def _load() -> str:
+    """The 1-minute load average: numbers from a busy machine are not comparable with an idle one's."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:  # not available on this platform
+        return "n/a"
 
 
 if __name__ == "__main__":
