@@ -10,9 +10,10 @@ import time
 
 import gevent
 import pytest
-from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, wait_parked
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, run_until_blocked, wait_parked
 
 import greenzmq as zmq
+from greenzmq.monitor import Monitor
 
 
 @pytest.fixture
@@ -42,12 +43,13 @@ def test_poll_blocks_only_the_greenlet(make_pair, spawn):
     push, pull = make_pair(zmq.PUSH, zmq.PULL)
     p = zmq.Poller()
     p.register(pull, zmq.POLLIN)
-    g = spawn(p.poll)
-    ticks = []
-    spawn(lambda: [ticks.append(gevent.sleep(0.001)) for _ in range(10)]).join(5)
-    assert len(ticks) == 10 and not g.ready()
-    push.send(b"x")
-    assert g.get(timeout=WAKE_BOUND) == [(pull, zmq.POLLIN)]
+    with hub_ticker() as ticker:
+        g = spawn(p.poll)
+        wait_parked(pull, "listeners")  # this greenlet runs on while the poll waits
+        assert not g.ready()
+        push.send(b"x")
+        assert g.get(timeout=WAKE_BOUND) == [(pull, zmq.POLLIN)]
+    assert ticker.max_gap < HUB_STALL_BOUND, "the hub was blocked while a greenlet waited in poll"
 
 
 def test_poll_timeout(make_pair):
@@ -84,19 +86,19 @@ def test_poll_sockets_and_pipes_and_fileno_objects(make_pair, pipe, spawn):
         p.register(a, zmq.POLLIN)
         assert p.poll(0) == []
         g = spawn(p.poll, 5000)
-        gevent.sleep(0.01)
+        wait_parked(pull, "listeners")
         assert not g.ready()
         os.write(w, b"!")
         assert g.get(timeout=WAKE_BOUND) == [(r, zmq.POLLIN)]
         os.read(r, 1)
         g = spawn(p.poll, 5000)
-        gevent.sleep(0.01)
+        wait_parked(pull, "listeners")
         b.send(b"?")
         # as pyzmq: an object with fileno() is reported by its fd number
         assert g.get(timeout=WAKE_BOUND) == [(a.fileno(), zmq.POLLIN)]
         a.recv(1)
         g = spawn(p.poll, 5000)
-        gevent.sleep(0.01)
+        wait_parked(pull, "listeners")
         push.send(b"z")
         assert g.get(timeout=WAKE_BOUND) == [(pull, zmq.POLLIN)]
         p.register(w, zmq.POLLOUT)
@@ -118,14 +120,12 @@ def test_poll_plain_pyzmq_socket(pipe, spawn):
         p = zmq.Poller()
         p.register(b, zmq.POLLIN)
         g = spawn(p.poll, 5000)
-        gevent.sleep(0.01)
+        run_until_blocked()  # only a plain socket: no green queue shows the poll parked
         assert not g.ready()
         a.send(b"x")
         assert g.get(timeout=WAKE_BOUND) == [(b, zmq.POLLIN)]
-        a.close()
-        b.close()
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)  # closes a and b, also when an assertion failed (term() would hang)
 
 
 def test_pollerr_only_fd_does_not_spin(pipe, spawn):
@@ -174,7 +174,7 @@ def test_poller_over_1000_sockets(ctx, spawn):
     push = ctx.socket(zmq.PUSH)
     push.connect("inproc://many-777")
     g = spawn(p.poll, 10000)
-    gevent.sleep(0.05)
+    wait_parked(socks[-1], "listeners")  # the poll listens on every socket before it parks
     assert not g.ready()
     push.send(b"x")
     assert g.get(timeout=5) == [(socks[777], zmq.POLLIN)]
@@ -191,9 +191,9 @@ def test_poller_and_recv_waiter_on_same_socket(make_pair, spawn):
     p = zmq.Poller()
     p.register(a, zmq.POLLIN)
     receiver = spawn(a.recv)
-    gevent.sleep(0.01)
+    wait_parked(a)
     polled = spawn(p.poll, 5000)
-    gevent.sleep(0.01)
+    wait_parked(a, "listeners")
     b.send(b"1")
     assert receiver.get(timeout=WAKE_BOUND) == b"1"  # FIFO: the waiting recv gets it
     b.send(b"2")
@@ -206,7 +206,7 @@ def test_poll_closed_socket_raises(make_pair, spawn):
     p = zmq.Poller()
     p.register(pull, zmq.POLLIN)
     g = spawn(p.poll, 5000)
-    gevent.sleep(0.01)
+    wait_parked(pull, "listeners")
     assert not g.ready()
     pull.close()  # wakes the waiting poll
     with pytest.raises(zmq.ZMQError) as info:
@@ -232,7 +232,7 @@ def test_select(make_pair, pipe, spawn):
     g = spawn(zmq.select, [pull, r], [push], [], 5)
     assert g.get(timeout=WAKE_BOUND) == ([], [push], [])
     g = spawn(zmq.select, [pull, r], [], [], 5)
-    gevent.sleep(0.01)
+    wait_parked(pull, "listeners")
     assert not g.ready()
     push.send(b"x")
     assert g.get(timeout=WAKE_BOUND) == ([pull], [], [])
@@ -261,13 +261,16 @@ def test_no_busy_loop_after_peers_disconnect(ctx, spawn):
     port = router.bind_to_random_port("tcp://127.0.0.1")
     p = zmq.Poller()
     p.register(router, zmq.POLLIN)
+    mon = Monitor(router, zmq.EVENT_DISCONNECTED)
     for _ in range(5):
         subprocess.run(
             [sys.executable, "-c", _DISCONNECT_SCRIPT, f"tcp://127.0.0.1:{port}"], timeout=30, check=True
         )
         assert p.poll(5000)
         router.recv_multipart()
-    gevent.sleep(0.2)  # disconnect handling settles
+        # libzmq has handled this peer's disconnect (not 'some time later')
+        assert mon.recv(timeout=WAKE_BOUND * 10).event == zmq.EVENT_DISCONNECTED
+    mon.close()
     cpu0 = time.process_time()
     assert p.poll(1000) == []
     assert time.process_time() - cpu0 < 0.1
@@ -280,7 +283,7 @@ def test_poll_raises_context_terminated_when_destroy_closes_its_socket(spawn):
     p = zmq.Poller()
     p.register(pull, zmq.POLLIN)
     g = spawn(p.poll)
-    gevent.sleep(0.01)
+    wait_parked(pull, "listeners")
     ctx.destroy(linger=0)
     with pytest.raises(zmq.ContextTerminated):
         g.get(timeout=WAKE_BOUND)
