@@ -60,14 +60,6 @@ class MonitorEvent(NamedTuple):
 class Monitor:
     """An iterator of :class:`MonitorEvent` for one socket.
 
-    Parameters
-    ----------
-    socket : greenzmq.Socket
-        The socket to watch. Its context makes the monitor's PAIR socket, so
-        a greenzmq socket gets a green monitor socket.
-    events : int
-        Bitmask of ``zmq.EVENT_*`` to report (default: all).
-
     Iteration yields events as they arrive and ends, without raising, when
     the monitor stops: the watched socket is closed or :meth:`close` /
     ``socket.disable_monitor()`` is called (libzmq sends
@@ -77,6 +69,14 @@ class Monitor:
     :class:`Monitor` on the same socket shares the first one's PAIR socket
     (pyzmq's ``get_monitor_socket`` returns it), so each event goes to one of
     them only.
+
+    Parameters
+    ----------
+    socket : greenzmq.Socket
+        The socket to watch. Its context makes the monitor's PAIR socket, so
+        a greenzmq socket gets a green monitor socket.
+    events : int
+        Bitmask of ``zmq.EVENT_*`` to report (default: all).
 
     Green behaviour
     ---------------

@@ -45,6 +45,13 @@ _PUBLISHING_TYPES = (zmq.PUB, zmq.XPUB)
 class PUBHandler(_PyzmqPUBHandler):
     """A :class:`logging.Handler` publishing each record on a green PUB socket.
 
+    Per-level formatters (``handler.setFormatter(fmt, logging.ERROR)``),
+    ``root_topic``, ``TOPIC_DELIM`` subtopics and ``dictConfig`` use are
+    pyzmq's. A level without a formatter of its own (a custom level) uses the
+    handler's default formatter instead of failing. Another socket type raises
+    :class:`ValueError`. :meth:`close` closes the socket only if the handler
+    made it.
+
     Parameters
     ----------
     interface_or_socket : str or zmq.Socket
@@ -54,13 +61,6 @@ class PUBHandler(_PyzmqPUBHandler):
         The context for a new socket (default: ``greenzmq.Context.instance()``).
     root_topic : str
         First part of every topic (default: none, topics start with the level).
-
-    Per-level formatters (``handler.setFormatter(fmt, logging.ERROR)``),
-    ``root_topic``, ``TOPIC_DELIM`` subtopics and ``dictConfig`` use are
-    pyzmq's. A level without a formatter of its own (a custom level) uses the
-    handler's default formatter instead of failing. Another socket type raises
-    :class:`ValueError`. :meth:`close` closes the socket only if the handler
-    made it.
 
     Green behaviour
     ---------------
