@@ -46,6 +46,8 @@ setup(
         "ssh": ["paramiko>=3"],
         "msgpack": ["msgpack>=1.0"],
         "numpy": ["numpy>=1.24"],
+        # the documentation site (scripts/build-docs.sh; Sphinx 9 needs Python 3.11+)
+        "docs": ["sphinx>=9,<10", "myst-parser>=5,<6", "furo>=2025.12"],
     },
     # the Python versions CI runs the tests on (.ci/run): the whole suite on
     # 3.11, the green core's tests on the oldest and the newest supported
