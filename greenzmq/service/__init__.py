@@ -56,6 +56,7 @@ __all__ = ["Service", "echo_handler", "Handler", "DEFAULT_HOST", "DEFAULT_ZMQ_PO
 DEFAULT_HOST = "127.0.0.1"
 #: Ports in the style of the ZeroMQ guide (5555) and the common HTTP alternative (8080); 0 picks a free one.
 DEFAULT_ZMQ_PORT = 5555
+#: The HTTP front's port (see :data:`DEFAULT_ZMQ_PORT`).
 DEFAULT_HTTP_PORT = 8080
 #: Workers in the pool: enough to overlap a few hundred users' short requests on one hub.
 DEFAULT_WORKERS = 8
@@ -64,6 +65,7 @@ DEFAULT_STOP_TIMEOUT = 5.0
 #: Prefix of the one-frame reply to a request without a REQ envelope.
 ERROR_PREFIX = b"error: "
 
+#: A worker's request handler: called with the request frames, returns the reply frames.
 Handler = Callable[[list[bytes]], Sequence[bytes]]
 
 _service_ids = itertools.count()
