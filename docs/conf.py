@@ -12,7 +12,9 @@ the theme is furo. The docstrings are numpy-style with one custom section,
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.ext.autodoc.mock import mock
 from sphinx.transforms.post_transforms import SphinxPostTransform
+from sphinx.util import logging
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -141,6 +144,52 @@ class RepositoryFileLinks(SphinxPostTransform):
             node.replace_self(new)
 
 
+# -- every public name is documented ---------------------------------------------
+# Each page docs/api/greenzmq.X.md documents module greenzmq.X: every name in its
+# __all__ must have an entry, and the facade page every name that greenzmq
+# defines or swaps for pyzmq's. A public module needs a page, or a line here.
+NOT_IN_API = {
+    "greenzmq.eventloop.ioloop": "its names are on the greenzmq.eventloop page",
+    "greenzmq.eventloop.periodic": "its names are on the greenzmq.eventloop page",
+    "greenzmq.eventloop.zmqstream": "its names are on the greenzmq.eventloop page",
+    "greenzmq.service.http": "on the greenzmq.service page",
+    "greenzmq.demo": "the main job's launcher (python -m greenzmq.demo), see loadtesting.md",
+    "greenzmq.demo.locustfile": "the main job's locustfile, see loadtesting.md",
+}
+logger = logging.getLogger(__name__)
+
+
+def _public_modules() -> list[str]:
+    import greenzmq
+
+    found = pkgutil.walk_packages(greenzmq.__path__, "greenzmq.")
+    return sorted(m.name for m in found if not any(part.startswith("_") for part in m.name.split(".")))
+
+
+def _facade_names() -> list[str]:
+    import zmq
+
+    import greenzmq
+
+    return [n for n in greenzmq.__all__ if getattr(greenzmq, n) is not getattr(zmq, n, None)]
+
+
+def check_api_coverage(app: Sphinx, env: Any) -> None:
+    documented = set(env.domains.python_domain.objects) | set(env.domains.python_domain.modules)
+    pages = {p.stem: p for p in sorted((DOCS / "api").glob("greenzmq.*.md"))}
+    expected = [f"greenzmq.{n}" for n in _facade_names()]
+    for modname in pages:
+        expected += [f"{modname}.{n}" for n in getattr(importlib.import_module(modname), "__all__", [])]
+    for name in expected:
+        if name not in documented:
+            logger.warning("%s is public (__all__) but has no entry in docs/api/", name)
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages.values())
+    for modname in _public_modules():
+        if modname not in NOT_IN_API and f"automodule:: {modname}\n" not in text:
+            logger.warning("public module %s has no page in docs/api/ (nor a NOT_IN_API reason)", modname)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_post_transform(RepositoryFileLinks)
+    app.connect("env-check-consistency", check_api_coverage)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
