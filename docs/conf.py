@@ -13,8 +13,10 @@ the theme is furo. The docstrings are numpy-style with one custom section,
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import pkgutil
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ from typing import Any
 from docutils import nodes
 from sphinx import addnodes
 from sphinx.application import Sphinx
+from sphinx.errors import PycodeError
 from sphinx.ext.autodoc.mock import mock
+from sphinx.pycode import ModuleAnalyzer
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
 
@@ -144,6 +148,63 @@ class RepositoryFileLinks(SphinxPostTransform):
             node.replace_self(new)
 
 
+# -- constants in __all__ -------------------------------------------------------------
+# autodoc documents module-level data only when it has a "#:" comment where it is
+# assigned, so a constant re-exported from another module (greenzmq.device's
+# BURST, pyzmq's TOPIC_DELIM) would be left out. For those, the API page gets a
+# py:data entry with the doc comment of the module that defines it, if any.
+
+
+def _is_data(obj: Any) -> bool:
+    return not (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj) or callable(obj))
+
+
+def _attr_doc(modname: str, name: str) -> list[str] | None:
+    try:
+        return ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", name))
+    except PycodeError:
+        return None
+
+
+def _defined_in(modname: str, name: str, obj: Any) -> tuple[str | None, list[str]]:
+    """Where a re-exported constant comes from, and its doc comment there."""
+    pattern = re.compile(rf"^{re.escape(name)}\s*(:[^=]*)?=", re.M)
+    found = None
+    for other, module in sorted(sys.modules.items()):
+        if other == modname or not other.startswith(("greenzmq", "zmq")) or module is None:
+            continue
+        if getattr(module, name, None) is not obj:
+            continue
+        doc = _attr_doc(other, name)
+        if doc:
+            return other, doc
+        try:
+            source = inspect.getsource(module)
+        except (OSError, TypeError):
+            continue
+        if pattern.search(source):
+            found = other
+    return found, []
+
+
+def add_reexported_constants(app: Sphinx, docname: str, source: list[str]) -> None:
+    if not docname.startswith("api/greenzmq."):
+        return
+    modname = docname.removeprefix("api/")
+    module = importlib.import_module(modname)
+    entries = []
+    for name in getattr(module, "__all__", []):
+        obj = getattr(module, name)
+        if not _is_data(obj) or _attr_doc(modname, name) or f"py:data:: {name}\n" in source[0]:
+            continue
+        origin, doc = _defined_in(modname, name, obj)
+        text = [f"Re-exported from :mod:`{origin}`." if origin else "", "", *doc]
+        body = "\n".join(f"   {line}" if line else "" for line in text)
+        entries.append(f".. py:data:: {name}\n   :module: {modname}\n   :value: {obj!r}\n\n{body}\n")
+    if entries:
+        source[0] += "\n```{eval-rst}\n" + "\n".join(entries) + "```\n"
+
+
 # -- every public name is documented ---------------------------------------------
 # Each page docs/api/greenzmq.X.md documents module greenzmq.X: every name in its
 # __all__ must have an entry, and the facade page every name that greenzmq
@@ -191,5 +252,6 @@ def check_api_coverage(app: Sphinx, env: Any) -> None:
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_post_transform(RepositoryFileLinks)
+    app.connect("source-read", add_reexported_constants)
     app.connect("env-check-consistency", check_api_coverage)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
