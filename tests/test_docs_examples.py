@@ -138,10 +138,14 @@ def _apply_pending(blocks: list[Block]) -> list[str]:
         page_blocks = [b for b in blocks if b.page == ROOT / rel]
         for snippet, marker in entries.items():
             hits = [b for b in page_blocks if snippet in b.code]
+            where = f"PENDING_MARKERS[{rel!r}][{snippet!r}] in tests/test_docs_examples.py"
             if len(hits) != 1:
-                problems.append(f"{rel}: {snippet!r} is in {len(hits)} python blocks, not 1")
+                problems.append(
+                    f"{rel}: {snippet!r} is in {len(hits)} python blocks, not 1: put <!-- {marker} --> "
+                    f"above the block it meant (if one still needs it), and delete {where}"
+                )
             elif hits[0].markers:
-                problems.append(f"{hits[0].name} has its own marker {hits[0].markers}: drop {snippet!r}")
+                problems.append(f"{hits[0].name} has its own marker {hits[0].markers}: delete {where}")
             else:
                 hits[0].pending.append(marker)
     return problems
