@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from conftest import TERM_BOUND, WAKE_BOUND, connected_pair, wait_parked
 
 import greenzmq as zmq
 from greenzmq.error import WrongThreadError
+
+#: Scripts run in a subprocess import conftest's helpers from here.
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _echo_thread(ctx, endpoint, ready, stop):
@@ -89,7 +93,7 @@ def test_no_lost_wakeup_when_sender_and_waiter_share_a_socket(ctx, spawn, echo_e
             sock.send_multipart([repr(time.monotonic()).encode()])
             sent += 1
             if rng.random() < 0.3:
-                gevent.sleep(0)
+                gevent.sleep(0)  # a yield, not a wait: the waiter may run mid-burst
         assert burst_done.wait(WAKE_BOUND), (
             f"lost wake-up: {received} of {expected} replies after {WAKE_BOUND}s"
         )
@@ -117,7 +121,7 @@ def test_no_lost_wakeup_with_a_steady_sender_on_the_same_socket(ctx, spawn, echo
     last_progress = (0, time.monotonic())
     for i in range(total):
         sock.send(b"%d" % i)
-        gevent.sleep(0)
+        gevent.sleep(0)  # a yield, not a wait: one send per hub turn
         if len(got) != last_progress[0]:
             last_progress = (len(got), time.monotonic())
         assert time.monotonic() - last_progress[1] < WAKE_BOUND, f"waiter stuck at {len(got)} of {i + 1}"
@@ -134,10 +138,12 @@ def test_no_lost_wakeup_between_poller_and_recv_waiter(ctx, spawn, echo_endpoint
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     for i in range(2000):
-        g = spawn(poller.poll, int(WAKE_BOUND * 1000))
-        gevent.sleep(0)
+        # the poll's own timeout is far beyond the bound: a lost wake-up must not
+        # be rescued by the re-check at its deadline
+        g = spawn(poller.poll, int(WAKE_BOUND * 1000 * 10))
+        wait_parked(sock, "listeners")
         sock.send(b"%d" % i)
-        assert g.get(timeout=WAKE_BOUND * 2) == [(sock, zmq.POLLIN)], f"poller missed reply {i}"
+        assert g.get(timeout=WAKE_BOUND) == [(sock, zmq.POLLIN)], f"poller missed reply {i}"
         assert sock.recv() == b"%d" % i
 
 
@@ -149,7 +155,8 @@ def test_idle_waiters_use_no_cpu(ctx, spawn):
         s.bind_to_random_port("tcp://127.0.0.1")
         socks.append(s)
     glets = [spawn(s.recv) for s in socks]
-    gevent.sleep(0.1)  # everybody is parked
+    for s in socks:
+        wait_parked(s)
     cpu0 = time.process_time()
     gevent.sleep(1.0)  # time is the subject here: a second of idleness
     used = time.process_time() - cpu0
@@ -157,28 +164,45 @@ def test_idle_waiters_use_no_cpu(ctx, spawn):
     assert not any(g.ready() for g in glets)
 
 
+class _Thread:
+    """``fn(*args)`` in a new OS thread (its own gevent hub), started at once.
+
+    :meth:`join` waits for it while the calling thread's hub keeps running (a
+    lazily kept watcher may fire there): the thread's last act wakes this hub
+    through an async watcher, libev's thread-safe wake-up, so nothing polls.
+    """
+
+    def __init__(self, fn, *args):
+        self.fn = fn
+        self.result = {}
+        self.done = gevent.event.Event()
+        self.finished = gevent.get_hub().loop.async_()
+        self.finished.start(self.done.set)
+        self.thread = threading.Thread(target=self._run, args=args, daemon=True)
+        self.thread.start()
+
+    def _run(self, *args):
+        try:
+            self.result["value"] = self.fn(*args)
+        except BaseException as exc:  # handed back to the test's thread
+            self.result["error"] = exc
+        finally:
+            self.finished.send()
+
+    def join(self):
+        """The thread's result (or its exception, raised here), within THREAD_BOUND."""
+        # on failure the watcher stays open: the thread may still send() to it
+        assert self.done.wait(THREAD_BOUND), f"{self.fn} did not finish within {THREAD_BOUND}s"
+        self.finished.close()
+        self.thread.join(THREAD_BOUND)  # it has nothing left to do but end
+        if "error" in self.result:
+            raise self.result["error"]
+        return self.result.get("value")
+
+
 def _in_thread(fn, *args):
     """Run ``fn(*args)`` in a new OS thread (its own gevent hub); return its result or raise."""
-    result = {}
-
-    def run():
-        try:
-            result["value"] = fn(*args)
-        except BaseException as exc:  # handed back to the test's thread
-            result["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    # the calling thread's hub keeps running (a lazily kept watcher may fire there)
-    for _ in range(int(THREAD_BOUND / 0.005)):
-        if not t.is_alive():
-            break
-        gevent.sleep(0.005)
-    t.join(0)
-    assert not t.is_alive(), f"{fn} did not finish within {THREAD_BOUND}s"
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
+    return _Thread(fn, *args).join()
 
 
 #: How long a helper thread of these tests may run.
@@ -211,7 +235,9 @@ def test_moved_socket_keeps_no_lost_wakeups_in_its_new_thread(ctx):
     """After a move, the new thread's greenlets share the socket under the usual
     rule: a sender and a receiver on one socket, many round trips, nothing lost."""
     a, b = connected_pair(ctx, zmq.DEALER, zmq.DEALER)
-    gevent.spawn(b.recv).kill()  # the old thread armed, then left: a lazily kept watcher
+    left = gevent.spawn(b.recv)
+    wait_parked(b)
+    left.kill()  # the old thread armed, then left: a lazily kept watcher
     n = 500
 
     def worker():
@@ -291,8 +317,7 @@ def test_monitor_socket_in_a_worker_thread(ctx):
                 break
         mon.close()
 
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
+    worker = _Thread(watch)
     port = server.bind_to_random_port("tcp://127.0.0.1")
     client = ctx.socket(zmq.REQ)
     client.linger = 0
@@ -302,11 +327,7 @@ def test_monitor_socket_in_a_worker_thread(ctx):
     server.send(b"world")
     assert client.recv() == b"world"
     server.disable_monitor()
-    for _ in range(int(THREAD_BOUND / 0.005)):
-        if not t.is_alive():
-            break
-        gevent.sleep(0.005)
-    assert not t.is_alive()
+    worker.join()
     assert zmq.EVENT_LISTENING in seen and zmq.EVENT_ACCEPTED in seen
     assert seen[-1] == zmq.EVENT_MONITOR_STOPPED
     assert mon.closed
@@ -368,30 +389,27 @@ def test_threads_with_their_own_hubs_share_one_context(ctx):
 _MONKEY_SCRIPT = textwrap.dedent(
     """
     from gevent import monkey; monkey.patch_all()
-    import threading, time
+    import sys, threading
     import gevent
     import greenzmq as zmq
+    sys.path.insert(0, sys.argv[1])  # the tests directory
+    from conftest import HUB_STALL_BOUND, hub_ticker, wait_parked
     ctx = zmq.Context()
     a = ctx.socket(zmq.PAIR); port = a.bind_to_random_port('tcp://127.0.0.1')
     b = ctx.socket(zmq.PAIR); b.connect('tcp://127.0.0.1:%d' % port)
-    ticks = []
-    def ticker():
-        for _ in range(10):
-            time.sleep(0.005)   # patched: yields
-            ticks.append(1)
-    t = gevent.spawn(ticker)
-    r = gevent.spawn(b.recv)
-    t.join(5)
-    assert len(ticks) == 10 and not r.ready()
-    a.send(b'patched')
-    assert r.get(timeout=5) == b'patched'
+    with hub_ticker() as ticker:
+        r = gevent.spawn(b.recv)
+        wait_parked(b)
+        a.send(b'patched')
+        assert r.get(timeout=5) == b'patched'
+    assert ticker.max_gap < HUB_STALL_BOUND, ticker.max_gap
     done = threading.Event()          # a patched Event: a greenlet
     def blocked():
         try:
             b.recv()
         except zmq.ContextTerminated:
             b.close(); done.set()
-    gevent.spawn(blocked); gevent.sleep(0.01)
+    gevent.spawn(blocked); wait_parked(b)
     a.close(); ctx.term()
     assert done.wait(5)
     print('OK')
@@ -403,23 +421,23 @@ _MONKEY_SCRIPT = textwrap.dedent(
 def test_works_after_monkey_patch_all(tmp_path):
     script = tmp_path / "patched.py"
     script.write_text(_MONKEY_SCRIPT)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
+    out = subprocess.run([sys.executable, str(script), TESTS_DIR], capture_output=True, text=True, timeout=50)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "OK"
 
 
 # -- each way an fd edge can be consumed, made to happen deterministically ---------
 #
-# The waiter below has already read EVENTS (nothing ready) and parked. The news
+# The waiter below has already tried (nothing ready) and parked. The news
 # then arrives and is consumed by another call on the same socket before the
 # hub looks at the fd. Without the follow-up check those calls schedule, the
-# waiter would sleep forever (verified by disabling Waiters.schedule).
+# waiter would sleep forever (verified by disabling Waiters.touched).
 
 
-def _park(spawn, fn, *args):
+def _park(spawn, sock, queue, fn, *args):
+    """Spawn ``fn(*args)`` and return it once it is parked on ``sock``'s ``queue``."""
     g = spawn(fn, *args)
-    gevent.sleep(0)  # g runs, finds nothing, parks and queues its EVENTS check
-    gevent.sleep(0.01)  # that check has run: g is parked on the fd
+    wait_parked(sock, queue)
     assert not g.ready()
     return g
 
@@ -435,7 +453,7 @@ def _busy_wait(seconds):
 def test_edge_consumed_by_events_query_still_wakes_recv_waiter(make_pair, spawn):
     a, b = make_pair(zmq.DEALER, zmq.DEALER)
     for i in range(20):
-        g = _park(spawn, a.recv)
+        g = _park(spawn, a, "readers", a.recv)
         b.send(b"%d" % i)
         deadline = time.monotonic() + 5
         while not (a.getsockopt(zmq.EVENTS) & zmq.POLLIN):  # consumes the edge
@@ -449,11 +467,30 @@ def test_edge_consumed_by_send_still_wakes_recv_waiter(ctx, spawn):
     a.bind(addr)
     b.connect(addr)
     for i in range(20):
-        g = _park(spawn, a.recv)
+        g = _park(spawn, a, "readers", a.recv)
         b.send(b"%d" % i)  # inproc: the news is in a's mailbox now
         _busy_wait(0.003)
         a.send(b"noise")  # processes a's commands: consumes the edge
         assert g.get(timeout=WAKE_BOUND) == b"%d" % i
+        assert b.recv() == b"noise"
+
+
+def test_edge_consumed_by_send_still_wakes_a_poller(ctx, spawn):
+    """As above, for a poller listening on the socket instead of a greenlet in recv."""
+    a, b = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    addr = "inproc://edge-send-poller"
+    a.bind(addr)
+    b.connect(addr)
+    poller = zmq.Poller()
+    poller.register(a, zmq.POLLIN)
+    for i in range(20):
+        # far beyond the bound: the re-check at the poll's deadline must not rescue it
+        g = _park(spawn, a, "listeners", poller.poll, int(WAKE_BOUND * 1000 * 10))
+        b.send(b"%d" % i)  # inproc: the news is in a's mailbox now
+        _busy_wait(0.003)
+        a.send(b"noise")  # processes a's commands: consumes the edge
+        assert g.get(timeout=WAKE_BOUND) == [(a, zmq.POLLIN)]
+        assert a.recv() == b"%d" % i
         assert b.recv() == b"noise"
 
 
@@ -479,7 +516,7 @@ def test_edge_consumed_by_a_failing_send_still_wakes_recv_waiter(ctx, spawn, sen
     }[send]
     for i in range(10):
         waiter = spawn(router.recv_multipart)
-        gevent.sleep(0.01)  # the waiter is parked on the socket
+        wait_parked(router)
         dealer.send(b"m%d" % i)
         # The message reaches the router's mailbox while the hub does not run;
         # past libzmq's command throttle (about 1 ms) the failing send below
@@ -514,7 +551,7 @@ def _full_dealer_pair(ctx, addr):
 
 def test_edge_consumed_by_recv_still_wakes_send_waiter(ctx, spawn):
     a, b, sent = _full_dealer_pair(ctx, "inproc://edge-recv")
-    g = _park(spawn, a.send, b"blocked")
+    g = _park(spawn, a, "writers", a.send, b"blocked")
     for _ in range(sent):
         assert b.recv() == b"fill"  # room again: activate_write goes to a's mailbox
     _busy_wait(0.003)
@@ -526,12 +563,14 @@ def test_edge_consumed_by_recv_still_wakes_send_waiter(ctx, spawn):
 
 _IDLE_LOOP_SCRIPT = textwrap.dedent(
     """
-    import time, gevent, greenzmq as zmq
+    import sys, time, gevent, greenzmq as zmq
+    sys.path.insert(0, sys.argv[1])  # the tests directory
+    from conftest import wait_parked
     ctx = zmq.Context()
     a = ctx.socket(zmq.PAIR); port = a.bind_to_random_port('tcp://127.0.0.1')
     b = ctx.socket(zmq.PAIR); b.connect('tcp://127.0.0.1:%d' % port)
     g = gevent.spawn(b.recv)
-    gevent.sleep(0.01)
+    wait_parked(b)  # the watcher is started: its fate after the wake-up is what is tested
     a.send(b'x')
     assert g.get(timeout=5) == b'x'
     t0 = time.monotonic()
@@ -545,7 +584,7 @@ _IDLE_LOOP_SCRIPT = textwrap.dedent(
 def test_idle_socket_does_not_keep_the_loop_alive(tmp_path):
     script = tmp_path / "idle_loop.py"
     script.write_text(_IDLE_LOOP_SCRIPT)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
+    out = subprocess.run([sys.executable, str(script), TESTS_DIR], capture_output=True, text=True, timeout=50)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.split()[1]) < 4.0, "gevent.wait() waited for an idle socket's watcher"
 
@@ -555,7 +594,7 @@ def test_served_reader_rewaiting_does_not_strand_a_blocked_writer(ctx, spawn):
     draining the peer), then fails a receive (which consumes that news) and
     waits again: the service pass must still read EVENTS for the writer."""
     a, b, filled = _full_dealer_pair(ctx, "inproc://quiet-pass")
-    writer = _park(spawn, a.send, b"blocked")
+    writer = _park(spawn, a, "writers", a.send, b"blocked")
 
     def reader():
         first = a.recv()
@@ -564,7 +603,7 @@ def test_served_reader_rewaiting_does_not_strand_a_blocked_writer(ctx, spawn):
         _busy_wait(0.003)
         return first, a.recv()  # fails first (consuming the news), then waits
 
-    r = _park(spawn, reader)
+    r = _park(spawn, a, "readers", reader)
     b.send(b"1")
     writer.get(timeout=WAKE_BOUND)
     assert b.recv() == b"blocked"
