@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import gevent
 import pytest
 import zmq as plainzmq
-from conftest import WAKE_BOUND
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, wait_parked
 
 import greenzmq as zmq
 
@@ -84,23 +85,18 @@ def test_term_wakes_blocked_greenlets_without_freezing_the_hub(spawn):
     for s in socks:
         spawn(blocked, s, s.recv)
     spawn(blocked, sender, lambda: sender.send(b"x"))
-    ticks = []
-
-    def ticker():
-        while True:
-            gevent.sleep(0.005)
-            ticks.append(1)
-
-    spawn(ticker)
-    gevent.sleep(0.05)
+    for s in socks:
+        wait_parked(s)
+    wait_parked(sender, "writers")
     sender.linger = 0
-    t0 = time.monotonic()
-    terminator = spawn(ctx.term)
-    terminator.get(timeout=10)
+    with hub_ticker() as ticker:
+        t0 = time.monotonic()
+        terminator = spawn(ctx.term)
+        terminator.get(timeout=10)
     assert ctx.closed
     assert len(woke) == 51
     assert max(woke) - t0 < WAKE_BOUND
-    assert ticks, "the hub froze during term()"
+    assert ticker.max_gap < HUB_STALL_BOUND, "the hub froze during term()"
 
 
 @pytest.mark.timeout(30)
@@ -118,7 +114,8 @@ def test_destroy_wakes_waiters_with_context_terminated(spawn):
             errors.append(e)
 
     glets = [spawn(blocked, s) for s in socks]
-    gevent.sleep(0.02)
+    for s in socks:
+        wait_parked(s)
     ctx.destroy(linger=0)
     gevent.joinall(glets, timeout=WAKE_BOUND)
     assert len(errors) == 20
@@ -147,6 +144,8 @@ def test_socket_on_terminated_context_raises():
 _PLAIN_FORK_SCRIPT = """
 import os, sys, gevent
 import greenzmq as zmq
+sys.path.insert(0, sys.argv[2])  # the tests directory
+from conftest import wait_parked
 if sys.argv[1] == "termed":
     early = zmq.Context()
     early.socket(zmq.PUSH).close()
@@ -165,7 +164,7 @@ if pid == 0:
         a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
         a.bind("inproc://fork"); b.connect("inproc://fork")
         reader = gevent.spawn(b.recv)
-        gevent.sleep(0)
+        wait_parked(b)  # the child's hub wakes it, not the fast path
         a.send(b"child")
         word = reader.get(timeout=10)
         a.close(); b.close()
@@ -188,7 +187,10 @@ def test_plain_fork_child_makes_and_terms_its_own_context(tmp_path, before):
 
     script = tmp_path / "fork.py"
     script.write_text(_PLAIN_FORK_SCRIPT)
-    out = subprocess.run([sys.executable, str(script), before], capture_output=True, text=True, timeout=50)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(
+        [sys.executable, str(script), before, tests_dir], capture_output=True, text=True, timeout=50
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "child"
 
@@ -216,8 +218,6 @@ class SerializingContext(zmq.Context[SerializingSocket]):
 def test_generic_subclasses_make_green_sockets_of_the_subclass(spawn):
     """``zmq.Context[MySocket]`` / ``zmq.Socket[bytes]`` subclass as with pyzmq,
     and the sockets they make are green (a blocked recv parks only its greenlet)."""
-    from conftest import connected_pair, wait_parked
-
     assert zmq.Socket[bytes] is not None and zmq.Context[zmq.Socket] is not None
     ctx = SerializingContext()
     try:
