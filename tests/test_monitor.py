@@ -6,7 +6,7 @@ import socket as stdsocket
 
 import gevent
 import pytest
-from conftest import WAKE_BOUND
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, wait_parked
 
 import greenzmq as zmq
 from greenzmq.monitor import Monitor, MonitorEvent, watch
@@ -101,30 +101,23 @@ def test_close_from_another_greenlet_stops_a_blocked_reader(ctx, spawn):
     s = ctx.socket(zmq.DEALER)
     s.linger = 0
     mon = Monitor(s)
-    started = gevent.event.Event()
-
-    def reader():
-        started.set()
-        return list(mon)
-
-    g = spawn(reader)
-    started.wait()
-    gevent.sleep(0)  # let the reader block in recv
+    g = spawn(lambda: list(mon))
+    wait_parked(mon.monitor_socket)  # the reader is blocked in recv
     mon.close()
     assert g.get(timeout=WAKE_BOUND) == []
     mon.close()  # idempotent
     assert not s.closed
 
 
-def test_other_greenlets_run_while_waiting(ctx, spawn):
+def test_other_greenlets_run_while_waiting(ctx):
     s = ctx.socket(zmq.DEALER)
     s.linger = 0
     mon = Monitor(s)
-    ticks = []
-    g = spawn(lambda: [ticks.append(i) or gevent.sleep(0.001) for i in range(20)])
-    with pytest.raises(zmq.Again):
-        mon.recv(timeout=0.2)  # nothing happens on an unconnected socket
-    assert len(ticks) == 20 and g.ready()
+    # nothing happens on an unconnected socket: the wait lasts its whole timeout,
+    # longer than the stall bound, so a recv that blocked the thread would fail
+    with hub_ticker() as ticker, pytest.raises(zmq.Again):
+        mon.recv(timeout=2 * HUB_STALL_BOUND)
+    assert ticker.max_gap < HUB_STALL_BOUND, "the hub was blocked while mon.recv waited"
     mon.close()
 
 
@@ -241,7 +234,7 @@ def test_iteration_ends_when_the_context_terminates(spawn):
     s.linger = 0
     mon = Monitor(s)
     g = spawn(lambda: list(mon))
-    gevent.sleep(0)  # the reader blocks in recv
+    wait_parked(mon.monitor_socket)  # the reader is blocked in recv
     with gevent.Timeout(EVENT_BOUND, AssertionError("destroy did not finish")):
         own.destroy(linger=0)
     assert g.get(timeout=WAKE_BOUND) == []
@@ -261,7 +254,7 @@ def test_two_readers_timeout_independently(ctx, server, spawn):
             return "timeout"
 
     a, b = spawn(one), spawn(one)
-    gevent.sleep(0)
+    wait_parked(mon.monitor_socket, n=2)
     cli.connect(url)  # one CONNECTED event: one reader gets it, the other times out
     results = sorted([a.get(timeout=EVENT_BOUND), b.get(timeout=EVENT_BOUND)], key=str)
     assert results[1] == "timeout" and results[0].event == zmq.EVENT_CONNECTED, results
