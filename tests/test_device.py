@@ -17,7 +17,6 @@ import zmq as plainzmq
 from conftest import WAKE_BOUND, inproc_endpoint, wait_parked
 
 import greenzmq as zmq
-from greenzmq.device import BURST
 from greenzmq.devices import (
     GreenDevice,
     GreenMonitoredQueue,
@@ -30,6 +29,10 @@ from greenzmq.devices import (
 )
 from greenzmq.error import WrongThreadError
 
+#: libzmq's proxy forwards at most this many messages per direction before it
+#: polls again (proxy_burst_size in libzmq's proxy.cpp): tests that want
+#: "several bursts" or "a backlog" size their traffic from it.
+BURST = 1000
 #: Bound (ms) on any single receive in these tests: a lost message fails
 #: instead of hanging, and a loaded CI box still has plenty of time.
 RECV_BOUND_MS = 10_000
@@ -198,6 +201,12 @@ def test_other_greenlets_stay_responsive_while_forwarding(ctx, spawn):
     assert max(lateness) < WAKE_BOUND
     assert pull.poll(RECV_BOUND_MS)  # and it was forwarding meanwhile
     assert not dev.dead
+    # Stop it while its consumer is alive. (Were `pull` closed first, by garbage
+    # collection at the end of the test, in the middle of a burst, libzmq's loop
+    # would wait in its blocking send for a peer of the PUSH socket, and see
+    # TERMINATE only once one came: see greenzmq/_lending.py.)
+    dev.kill(timeout=END_BOUND)
+    assert dev.dead
 
 
 def test_same_socket_frontend_and_backend(ctx, spawn):
@@ -321,6 +330,234 @@ def test_socket_made_by_another_thread_moves_to_the_device(ctx, spawn):
     assert pull.recv() == b"through"
 
 
+# -- lending: libzmq's proxy runs on the caller's sockets in a native thread ------------
+
+
+#: Close-while-forwarding rounds (issue 15: "200 times in a loop with traffic flowing").
+CLOSE_ROUNDS = 200
+#: How long (s) the gevent.Timeout around a running device waits before it fires:
+#: time is the subject here, so generous (the device is forwarding long before).
+TIMEOUT_FIRES = WAKE_BOUND
+
+
+def _forwarding(ctx, spawn, device=None):
+    """A PULL->PUSH device over inproc with one message through it (so libzmq's
+    loop runs): (frontend, backend, push, pull, greenlet)."""
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    push = _sock(ctx, zmq.PUSH, connect=fe.last_endpoint)
+    pull = _sock(ctx, zmq.PULL, connect=be.last_endpoint)
+    dev = spawn(device or zmq.proxy, fe, be)
+    push.send(b"warm")
+    assert pull.recv() == b"warm"
+    return fe, be, push, pull, dev
+
+
+def _assert_green_again(fe, be, push, pull):
+    """The device's sockets are usable by greenlets again: a message through each arrives."""
+    push.send(b"to the frontend")
+    assert fe.recv() == b"to the frontend"
+    be.send(b"from the backend")
+    assert pull.recv() == b"from the backend"
+
+
+def test_green_calls_on_lent_sockets_raise_socket_lent_error_naming_the_device(ctx, spawn):
+    fe, be, push, pull, dev = _forwarding(ctx, spawn)
+    buf = bytearray(8)
+    calls = {
+        "recv": lambda s: s.recv(),
+        "recv_multipart": lambda s: s.recv_multipart(),
+        "recv_into": lambda s: s.recv_into(buf),
+        "send": lambda s: s.send(b"x"),
+        "send_multipart": lambda s: s.send_multipart([b"x", b"y"]),
+        "poll": lambda s: s.poll(0),
+        "EVENTS": lambda s: s.get(zmq.EVENTS),
+        "Poller": lambda s: _poll_one(s),
+    }
+    for sock in (fe, be):
+        for name, call in calls.items():
+            with pytest.raises(zmq.SocketLentError, match=r"lent to greenzmq\.proxy\(frontend=") as info:
+                call(sock)
+            assert repr(fe) in str(info.value) and repr(be) in str(info.value), name
+    # nothing was taken or sent: the device still forwards, in order
+    push.send(b"after")
+    assert pull.recv() == b"after"
+    assert not dev.dead
+
+
+def _poll_one(sock):
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    return poller.poll(0)
+
+
+def test_a_second_device_on_a_lent_socket_is_refused(ctx, spawn):
+    fe, be, push, pull, dev = _forwarding(ctx, spawn)
+    other = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    with pytest.raises(zmq.SocketLentError, match=r"lent to greenzmq\.proxy\(") as info:
+        zmq.proxy(fe, other)
+    assert repr(fe) in str(info.value)
+    with pytest.raises(zmq.SocketLentError):
+        zmq.proxy_steerable(other, be)
+    push.send(b"still mine")  # the first device keeps both sockets and forwards
+    assert pull.recv() == b"still mine"
+    assert not dev.dead
+
+
+def test_killing_the_device_greenlet_gives_the_sockets_back(ctx, spawn):
+    fe, be, push, pull, dev = _forwarding(ctx, spawn)
+    dev.kill(timeout=END_BOUND)
+    assert dev.dead and isinstance(dev.value, gevent.GreenletExit)
+    _assert_green_again(fe, be, push, pull)
+
+
+def test_a_timeout_around_the_device_gives_the_sockets_back(ctx, spawn):
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    push = _sock(ctx, zmq.PUSH, connect=fe.last_endpoint)
+    pull = _sock(ctx, zmq.PULL, connect=be.last_endpoint)
+    timeout = gevent.Timeout(TIMEOUT_FIRES)
+
+    def run():
+        with timeout:
+            zmq.proxy(fe, be)
+
+    dev = spawn(run)
+    push.send(b"while it runs")
+    assert pull.recv() == b"while it runs"
+    dev.join(END_BOUND)
+    assert dev.exception is timeout  # the Timeout propagated, once the sockets were back
+    _assert_green_again(fe, be, push, pull)
+
+
+def test_killing_a_paused_steerable_device_gives_the_sockets_back(steered):
+    push, pull, req, dev = steered
+    fe, be = dev.args[:2]
+    req.send(b"PAUSE")
+    assert req.recv() == b""
+    dev.kill(timeout=END_BOUND)
+    assert dev.dead
+    _assert_green_again(fe, be, push, pull)
+
+
+def _forever(call, *args):
+    while True:
+        call(*args)
+
+
+def test_closing_lent_sockets_with_traffic_flowing_ends_each_device_with_enotsock(ctx, spawn):
+    """Close a lent socket while libzmq forwards a stream, CLOSE_ROUNDS times:
+    each device ends with ENOTSOCK, nothing crashes, the other socket is green again."""
+    for round_ in range(CLOSE_ROUNDS):
+        fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+        be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+        push = _sock(ctx, zmq.PUSH, connect=fe.last_endpoint)
+        pull = _sock(ctx, zmq.PULL, connect=be.last_endpoint)
+        dev = spawn(zmq.proxy, fe, be)
+        feeder = spawn(_forever, push.send, b"m")  # green: waits while the queues are full
+        assert pull.recv() == b"m"  # libzmq is forwarding the stream
+        drain = spawn(_forever, pull.recv)  # so libzmq never waits for room
+        closing, other = (fe, be) if round_ % 2 else (be, fe)
+        closing.close()
+        dev.join(END_BOUND)
+        assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.ENOTSOCK, round_
+        other.get(zmq.EVENTS)  # green again (SocketLentError otherwise)
+        gevent.killall([feeder, drain], timeout=END_BOUND)
+        for s in (other, push, pull):
+            s.close()
+
+
+def test_closing_a_lent_socket_from_the_hub_ends_the_device(ctx, spawn):
+    fe, be, push, pull, dev = _forwarding(ctx, spawn)
+    closed = gevent.event.Event()
+
+    def close_in_hub():
+        be.close()  # a callback of the hub: it cannot yield, it waits for libzmq's thread
+        closed.set()
+
+    gevent.get_hub().loop.run_callback(close_in_hub)
+    assert closed.wait(END_BOUND)
+    dev.join(END_BOUND)
+    assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.ENOTSOCK
+    push.send(b"x")
+    assert fe.recv() == b"x"
+
+
+def test_closing_a_lent_socket_from_another_thread_ends_the_device(ctx, spawn):
+    fe, be, push, pull, dev = _forwarding(ctx, spawn)
+    errors = []
+
+    def close_elsewhere():
+        try:
+            fe.close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=close_elsewhere, daemon=True)
+    t.start()
+    dev.join(END_BOUND)  # this hub runs the stop that thread asked for
+    assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.ENOTSOCK
+    t.join(END_BOUND)
+    assert not t.is_alive() and errors == [] and fe.closed
+    be.send(b"green again")
+    assert pull.recv() == b"green again"
+
+
+def test_destroying_the_context_ends_a_running_device_with_context_terminated(spawn):
+    ctx = zmq.Context()
+    fe, be, push, pull, dev = _forwarding(ctx, spawn)
+    with gevent.Timeout(END_BOUND):
+        ctx.destroy(linger=0)
+    dev.join(END_BOUND)
+    assert isinstance(dev.exception, zmq.ContextTerminated)
+    assert fe.closed and be.closed
+
+
+def test_term_ends_a_paused_device_with_context_terminated(spawn):
+    ctx = zmq.Context()
+    fe = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    ctl = _sock(ctx, zmq.PAIR, bind=inproc_endpoint())
+    peer = _sock(ctx, zmq.PAIR, connect=ctl.last_endpoint)
+    ended = gevent.event.Event()
+
+    def run():
+        try:
+            zmq.proxy_steerable(fe, be, None, ctl)
+        finally:
+            for s in (fe, be, ctl):
+                s.close()
+            ended.set()
+
+    dev = spawn(run)
+    peer.send(b"PAUSE")
+    peer.send(b"STATISTICS")  # answered once PAUSE took effect
+    assert len(peer.recv_multipart()) == 8
+    peer.close()
+    term = spawn(ctx.term)
+    assert ended.wait(END_BOUND)
+    term.get(timeout=END_BOUND)
+    assert isinstance(dev.exception, zmq.ContextTerminated)
+
+
+def test_greenzmq_device_is_the_module_and_callable_as_zmq_device(ctx, spawn):
+    import greenzmq.device as module
+
+    assert zmq.device is module
+    assert zmq.device.monitored_queue is monitored_queue
+    assert zmq.device.proxy is zmq.proxy and zmq.device.proxy_steerable is zmq.proxy_steerable
+    fe, be, push, pull, dev = _forwarding(ctx, spawn, lambda f, b: zmq.device.device(zmq.STREAMER, f, b))
+    with pytest.raises(zmq.SocketLentError, match=r"greenzmq\.device\(zmq\.STREAMER, frontend="):
+        fe.recv()
+    fe2 = _sock(ctx, zmq.PULL, bind=inproc_endpoint())
+    be2 = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())
+    spawn(zmq.device, zmq.QUEUE, fe2, be2)  # called like pyzmq's zmq.device
+    push2 = _sock(ctx, zmq.PUSH, connect=fe2.last_endpoint)
+    pull2 = _sock(ctx, zmq.PULL, connect=be2.last_endpoint)
+    push2.send(b"q")
+    assert pull2.recv() == b"q"
+
+
 # -- proxy_steerable ------------------------------------------------------------------
 
 
@@ -429,6 +666,54 @@ def test_unknown_command_gets_empty_reply_and_is_ignored(steered):
     assert pull.recv() == b"m"
     req.send_multipart([b"STATISTICS", b"ignored extra frame"])
     assert _stats(req.recv_multipart())[0] == 1
+    assert not dev.dead
+
+
+def test_statistics_stay_exact_across_pause_and_resume(steered):
+    """PAUSE ends libzmq's run and RESUME starts another: the counts add up across
+    runs, and nothing is forwarded between the last count of a run and its end."""
+    push, pull, req, dev = steered
+    late = 10  # sent once paused
+    for i in range(BURST):
+        push.send(b"%04d" % i)
+    req.send(b"PAUSE")
+    assert req.recv() == b""
+    got = []
+    while pull.poll(0):  # what libzmq forwarded before it stopped is all here
+        got.append(pull.recv())
+    req.send(b"STATISTICS")
+    n = len(got)
+    assert _stats(req.recv_multipart()) == [n, 4 * n, 0, 0, 0, 0, n, 4 * n]
+    for i in range(late):
+        push.send(b"L%03d" % i)
+    assert pull.poll(QUIET_MS) == 0  # paused
+    req.send(b"RESUME")
+    assert req.recv() == b""
+    got += [pull.recv() for _ in range(BURST + late - n)]
+    assert got == [b"%04d" % i for i in range(BURST)] + [b"L%03d" % i for i in range(late)]
+    req.send(b"STATISTICS")
+    total = BURST + late
+    assert _stats(req.recv_multipart()) == [total, 4 * total, 0, 0, 0, 0, total, 4 * total]
+
+
+def test_pause_and_resume_many_times_lose_and_duplicate_nothing(steered):
+    push, pull, req, dev = steered
+    sent = 0
+    received = []
+    for _ in range(20):
+        for _ in range(10):
+            push.send(b"%d" % sent)
+            sent += 1
+        req.send(b"PAUSE")
+        assert req.recv() == b""
+        while pull.poll(0):
+            received.append(pull.recv())
+        req.send(b"RESUME")
+        assert req.recv() == b""
+    received += [pull.recv() for _ in range(sent - len(received))]
+    assert received == [b"%d" % i for i in range(sent)]
+    req.send(b"STATISTICS")
+    assert _stats(req.recv_multipart())[0] == sent
     assert not dev.dead
 
 
@@ -590,21 +875,25 @@ def test_green_monitored_queue_background_with_mon_socket(ctx):
 
 def test_background_device_failure_is_the_greenlets_exception(ctx, capfd):
     dev = GreenDevice(zmq.QUEUE, zmq.ROUTER, zmq.ROUTER, context=ctx)
-    fe = inproc_endpoint()
+    fe, out = inproc_endpoint(), inproc_endpoint()
     dev.bind_in(fe)
-    dev.bind_out(inproc_endpoint())
+    dev.bind_out(out)
     dev.setsockopt_out(zmq.ROUTER_MANDATORY, 1)
     dev.setsockopt_in(zmq.LINGER, 0)
     dev.setsockopt_out(zmq.LINGER, 0)
     dev.start()
+    # libzmq's proxy forwards only to a writable destination, and a
+    # ROUTER_MANDATORY socket is writable once it has a peer: give it one
+    somebody = _sock(ctx, zmq.DEALER, connect=out, routing_id=b"somebody")
     client = _sock(ctx, zmq.DEALER, connect=fe)
-    client.send(b"to nobody")  # out ROUTER_MANDATORY: EHOSTUNREACH ends the device
+    client.send(b"to nobody")  # routed by the client's id, unknown to the out ROUTER: EHOSTUNREACH
     dev.join(END_BOUND)
     assert dev.done
     assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.EHOSTUNREACH
     out, err = capfd.readouterr()
     assert out == ""  # devices print nothing; gevent reports the failure on stderr
     assert "EHOSTUNREACH" in err or "Host unreachable" in err
+    assert somebody.poll(0) == 0  # nothing was routed to the wrong peer
 
 
 @pytest.mark.timeout(30)
