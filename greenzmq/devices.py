@@ -4,11 +4,14 @@ They reuse pyzmq's :mod:`zmq.devices` classes and their configuration API
 (``bind_in``/``connect_out``/``setsockopt_out``/``*_mon``/``*_ctrl``,
 ``start``, ``join(timeout)``), adding ``stop()``:
 
-* ``Green*`` run the green engine of :mod:`greenzmq.device` in a greenlet on
-  the caller's context (so they can serve its ``inproc://`` endpoints).
-  pyzmq's base-class names (``Device``, ``Proxy``, ``ProxySteerable``,
-  ``MonitoredQueue``) are these, so code written against ``zmq.devices``
-  ports by changing the import.
+* ``Green*`` call the green device functions of :mod:`greenzmq.device` in a
+  greenlet, on sockets of the caller's context (so they serve its
+  ``inproc://`` endpoints): ``GreenDevice``, ``GreenProxy`` and
+  ``GreenProxySteerable`` lend those sockets to libzmq's own proxy in a native
+  thread (:mod:`greenzmq._lending`), ``GreenMonitoredQueue`` forwards with the
+  green engine (:mod:`greenzmq._relay` says why). pyzmq's base-class names
+  (``Device``, ``Proxy``, ``ProxySteerable``, ``MonitoredQueue``) are these,
+  so code written against ``zmq.devices`` ports by changing the import.
 * ``Thread*`` run libzmq's own proxy in a real OS thread (even under
   monkey-patching) on a private context: use tcp or ipc endpoints.
 * ``Process*`` run it in a subprocess; ``stop()`` sends SIGTERM.
@@ -23,13 +26,12 @@ from typing import Any
 
 import gevent
 import zmq
-from gevent.hub import get_hub
-from gevent.monkey import get_original
 from zmq.devices import basedevice as _base
 from zmq.devices import monitoredqueuedevice as _mqd
 from zmq.devices import proxydevice as _pxd
 from zmq.devices import proxysteerabledevice as _psd
 
+from greenzmq._native import NativeThread, run_native
 from greenzmq.context import Context
 from greenzmq.device import device, monitored_queue, proxy, proxy_steerable
 
@@ -60,7 +62,8 @@ class _GreenBackground:
     ``start()`` creates the sockets, applies the queued options, binds and
     connects them *before it returns* (errors such as EADDRINUSE raise there),
     then forwards in a new greenlet. ``join(timeout)`` waits for that greenlet,
-    ``stop()`` kills it; either way the device closes its sockets.
+    ``stop()`` kills it; either way the device closes its sockets once the
+    device function has ended (and given them back).
     """
 
     _greenlet: Any = None
@@ -108,12 +111,16 @@ class _GreenBackground:
         """Stop forwarding and close the device's sockets; returns once it has ended.
 
         Messages still held by the device are dropped. Safe to call twice.
+        With a ``timeout``, returns after that long even if libzmq's loop is
+        still finishing a blocked send (a full destination nobody reads): the
+        device's greenlet then closes the sockets when it ends.
         """
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=timeout)
-            # a greenlet killed before it first ran never reached its cleanup
-            self.done = True
-            self._close_sockets()
+            if self._greenlet.dead:
+                # a greenlet killed before it first ran never reached its cleanup
+                self.done = True
+                self._close_sockets()
 
     @property
     def exception(self) -> BaseException | None:
@@ -177,28 +184,24 @@ class GreenMonitoredQueue(_GreenBackground, _mqd.MonitoredQueueBase, _pxd.ProxyB
         monitored_queue(ins, outs, mons, self._in_prefix, self._out_prefix)
 
 
-_start_new_thread = get_original("_thread", "start_new_thread")
-_allocate_lock = get_original("_thread", "allocate_lock")
-
-
 class _NativeThread:
     """The part of :class:`threading.Thread` a background device uses, always on an OS thread.
 
     Under ``gevent.monkey.patch_all()`` a :class:`threading.Thread` is a
-    greenlet, and libzmq's proxy in it would freeze the hub. This one starts
-    with the unpatched ``_thread`` module. A failure is printed on stderr by
-    ``sys.excepthook`` (as a thread's would be) and kept in ``exception``.
+    greenlet, and libzmq's proxy in it would freeze the hub. This one is a
+    :class:`greenzmq._native.NativeThread` (unpatched ``_thread``), so
+    ``join`` blocks only the calling greenlet. A failure is printed on stderr
+    by ``sys.excepthook`` (as a thread's would be) and kept in ``exception``.
     """
 
     def __init__(self, target: Any) -> None:
         self._target = target
         self.daemon = True  # an OS thread of _thread never blocks interpreter exit
         self.exception: BaseException | None = None
-        self._running = _allocate_lock()
+        self._thread: NativeThread | None = None
 
     def start(self) -> None:
-        self._running.acquire()
-        _start_new_thread(self._run, ())
+        self._thread = NativeThread(self._run, name=getattr(self._target, "__qualname__", "device")).start()
 
     def _run(self) -> None:
         try:
@@ -206,15 +209,13 @@ class _NativeThread:
         except BaseException as exc:
             self.exception = exc
             sys.excepthook(type(exc), exc, exc.__traceback__)
-        finally:
-            self._running.release()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._running.acquire(True, -1 if timeout is None else timeout):
-            self._running.release()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def is_alive(self) -> bool:
-        return self._running.locked()
+        return self._thread is not None and not self._thread.done
 
 
 class _ThreadBackground:
@@ -243,13 +244,13 @@ class _ThreadBackground:
         """Wait until the thread ended or ``timeout`` passed, blocking only this greenlet."""
         if self.launcher is None:
             raise RuntimeError("this device was not started")
-        get_hub().threadpool.apply(self.launcher.join, (timeout,))
+        self.launcher.join(timeout)
 
     def stop(self, timeout: float | None = None) -> None:
         """Terminate the device's context (green) and join the thread."""
         if self._own_context is None:
             return
-        get_hub().threadpool.apply(self._own_context.term)
+        run_native(self._own_context.term)
         self.join(timeout)
 
 
@@ -263,8 +264,8 @@ class _ProcessBackground:
         """
         if self.launcher is None:
             raise RuntimeError("this device was not started")
-        # multiprocessing's join blocks its thread: run it in gevent's threadpool
-        get_hub().threadpool.apply(self.launcher.join, (timeout,))
+        # multiprocessing's join blocks its thread: run it in a native thread of its own
+        run_native(self.launcher.join, timeout)
 
     def stop(self, timeout: float | None = None) -> None:
         """Terminate the process (SIGTERM) and join it."""

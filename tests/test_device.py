@@ -791,6 +791,33 @@ def test_green_device_serves_inproc_endpoints_of_the_callers_context(ctx):
     assert all(s.closed for s in dev._sockets)
 
 
+def test_green_device_stop_with_a_timeout_leaves_a_blocked_device_to_close_its_sockets(ctx, spawn):
+    """libzmq's proxy blocks in a send to a full destination and sees TERMINATE only
+    after it: stop(timeout) returns meanwhile, and the device closes its sockets
+    (given back first) once the consumer reads again."""
+    dev = GreenDevice(zmq.QUEUE, zmq.PULL, zmq.PUSH, context=ctx)
+    fe, be = inproc_endpoint(), inproc_endpoint()
+    dev.bind_in(fe)
+    dev.bind_out(be)
+    dev.setsockopt_out(zmq.SNDHWM, 1)
+    for opt in (dev.setsockopt_in, dev.setsockopt_out):
+        opt(zmq.LINGER, 0)
+    dev.start()
+    push = _sock(ctx, zmq.PUSH, connect=fe)
+    pull = _sock(ctx, zmq.PULL, connect=be, rcvhwm=1)
+    for i in range(BURST // 10):
+        push.send(b"%d" % i)
+    assert pull.recv() == b"0"  # libzmq forwards, and soon waits for room: pull reads no more
+    dev.stop(timeout=QUIET_MS / 1000)
+    assert not dev.done and not any(s.closed for s in dev._sockets)
+    with pytest.raises(zmq.SocketLentError):
+        dev._sockets[0].recv()  # still libzmq's
+    drain = spawn(_forever, pull.recv)
+    dev.join(END_BOUND)
+    assert dev.done and all(s.closed for s in dev._sockets)
+    drain.kill()
+
+
 def test_green_device_stopped_before_it_ran_closes_its_sockets(ctx):
     dev = GreenDevice(zmq.QUEUE, zmq.PULL, zmq.PUSH, context=ctx)
     dev.bind_in(inproc_endpoint())
