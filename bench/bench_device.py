@@ -1,38 +1,49 @@
-"""Forwarding throughput of devices: greenzmq's green proxy vs zmq.green.device vs libzmq's zmq_proxy.
+"""Forwarding throughput of devices, against libzmq's own proxy in a thread, and the hub's wake-ups.
 
 Usage::
 
-    python bench/bench_device.py                   # all kinds, 5 rounds of 200,000 messages of 100 bytes
-    python bench/bench_device.py -n 50000 --repeat 3 --kinds greenzmq,libzmq
+    python bench/bench_device.py                    # every kind, both setups, 5 rounds of 200,000 x 100 B
+    python bench/bench_device.py -n 50000 --repeat 3 --kinds greenzmq,libzmq --setups threads
 
-For each device kind the proxy runs in this process between a PULL frontend and
-a PUSH backend on tcp://127.0.0.1; a producer process (plain pyzmq PUSH) sends
-``-n`` messages and a consumer process (plain pyzmq PULL) times them from the
-first to the last. The kinds:
+Every kind forwards from a PULL frontend to a PUSH backend in this process. The
+kinds:
 
-* ``greenzmq``: :func:`greenzmq.proxy` in a greenlet;
-* ``greenzmq-bg``: :class:`greenzmq.devices.GreenDevice` (the same engine, background API);
-* ``steerable``: :func:`greenzmq.proxy_steerable` with a control socket (counts statistics);
-* ``monitored``: :func:`greenzmq.device.monitored_queue` copying to a PUB monitor;
+* ``greenzmq``: :func:`greenzmq.proxy` in a greenlet (its sockets lent to
+  libzmq's proxy in a native thread);
+* ``greenzmq-bg``: :class:`greenzmq.devices.GreenDevice` (the same, background API);
+* ``steerable``: :func:`greenzmq.proxy_steerable` with a PAIR control socket
+  (a steering greenlet reads it);
+* ``monitored``: :func:`greenzmq.device.monitored_queue` copying to a PUB
+  monitor (greenzmq's green engine, in the hub's thread);
 * ``zmq.green``: pyzmq's ``zmq.green.device`` in a greenlet;
-* ``libzmq``: ``zmq.proxy`` (libzmq's C proxy) in a plain OS thread.
+* ``libzmq``: ``zmq.proxy`` on plain sockets in a plain OS thread: the
+  reference every ratio is taken against.
 
-While a green device forwards, a "ticker" greenlet sleeps 1 ms in a loop and
-records how late each wake-up is: the hub's responsiveness under load.
+Two setups, both over tcp://127.0.0.1 by default:
 
-Every round runs each kind once, back to back, so the load of a shared machine
-falls on all kinds alike. Prints one row per kind (the median rate over the
-rounds, with its range, and the median ticker lateness) and the ratios: the
-median of the per-round ratios, with their range. On a 2-core machine the
-producer, the consumer and the device compete for the cores, so the C proxy's
-rate (bounded by the Python producer and consumer) varies from round to round
-far more than the green device's: per-round pairs and medians keep one lucky
-or unlucky round from deciding the ratio.
+* ``processes``: a producer process (plain pyzmq PUSH) sends ``-n`` messages and
+  a consumer process (plain pyzmq PULL) times them from the first to the last;
+* ``threads``: the same producer and consumer as Python threads of this
+  process, sharing its GIL with the device (``--transport inproc`` connects
+  them to the device's own context instead).
+
+While a device forwards, a "ticker" greenlet on this thread's hub sleeps 1 ms in
+a loop and records how late each wake-up is. Each round also runs the ticker
+on an idle hub (nothing forwarding, nothing else running) for
+:data:`IDLE_WINDOW` seconds: the baseline the wake-ups are compared with.
+
+Every round runs each setup's kinds once, back to back, so the load of a
+shared machine falls on all kinds alike. The tables give medians over the
+rounds; ratios are per-round pairs (a kind against libzmq in the same round
+and setup; a kind's wake-up p99 against the idle hub of the same round), then
+the median and the range of those. The load average is printed at the start
+and the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -42,17 +53,25 @@ from typing import Any, Callable
 
 #: The ticker's sleep: 1 ms is the granularity a latency-sensitive greenlet expects.
 TICK = 0.001
+#: How long (s) the ticker runs on the idle hub each round: about as long as a
+#: forwarding run of the default size, and enough wake-ups for a p99.
+IDLE_WINDOW = 1.0
 #: How long the main process waits for the consumer before declaring the run stuck.
 RUN_BOUND = 120.0
 #: Producer and consumer socket high-water marks: 0 = unlimited, so the
 #: producer never blocks and the proxy, not flow control, is what is measured.
 HWM = 0
+#: The kind every ratio is taken against.
+REFERENCE = "libzmq"
+SETUPS = ("processes", "threads")
 
 
-def _producer(addr: str, count: int, size: int) -> None:
+# -- producer and consumer: processes or threads, plain pyzmq -----------------------------
+
+
+def _produce(ctx: Any, addr: str, count: int, size: int) -> None:
     import zmq
 
-    ctx = zmq.Context()
     s = ctx.socket(zmq.PUSH)
     s.sndhwm = HWM
     s.connect(addr)
@@ -61,59 +80,89 @@ def _producer(addr: str, count: int, size: int) -> None:
     for _ in range(count):
         send(msg)
     s.close(linger=-1)
-    ctx.term()
 
 
-def _consumer(addr: str, count: int) -> None:
+def _consume(ctx: Any, addr: str, count: int, ready: Callable[[], None]) -> float:
+    """Messages/s from the first message to the last."""
     import zmq
 
-    ctx = zmq.Context()
     s = ctx.socket(zmq.PULL)
     s.rcvhwm = HWM
     s.connect(addr)
-    print("ready", flush=True)
+    ready()
     recv = s.recv
     recv()
     t0 = time.perf_counter()
     for _ in range(count - 1):
         recv()
     dt = time.perf_counter() - t0
-    print(f"{(count - 1) / dt:.1f}", flush=True)
     s.close(linger=0)
+    return (count - 1) / dt
+
+
+def _producer_process(addr: str, count: int, size: int) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    _produce(ctx, addr, count, size)
     ctx.term()
 
 
-def _drive(front: int, back: int, count: int, size: int) -> float:
-    """Run consumer and producer processes through the proxy; messages/s seen by the consumer."""
+def _consumer_process(addr: str, count: int) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    rate = _consume(ctx, addr, count, lambda: print("ready", flush=True))
+    print(f"{rate:.1f}", flush=True)
+    ctx.term()
+
+
+def _drive_processes(front: str, back: str, count: int, size: int, ctx_address: int) -> float:
+    """Run consumer and producer processes through the device; messages/s seen by the consumer."""
     me = [sys.executable, __file__]
     consumer = subprocess.Popen(
-        [*me, "--role", "consumer", "--addr", f"tcp://127.0.0.1:{back}", "-n", str(count)],
-        stdout=subprocess.PIPE,
-        text=True,
+        [*me, "--role", "consumer", "--addr", back, "-n", str(count)], stdout=subprocess.PIPE, text=True
     )
     try:
         if consumer.stdout.readline().strip() != "ready":
             raise RuntimeError("consumer did not start")
         producer = subprocess.Popen(
-            [
-                *me,
-                "--role",
-                "producer",
-                "--addr",
-                f"tcp://127.0.0.1:{front}",
-                "-n",
-                str(count),
-                "-s",
-                str(size),
-            ]
+            [*me, "--role", "producer", "--addr", front, "-n", str(count), "-s", str(size)]
         )
         out, _ = consumer.communicate(timeout=RUN_BOUND)
         producer.wait(timeout=RUN_BOUND)
         return float(out.strip())
     finally:
-        for p in (consumer,):
-            if p.poll() is None:
-                p.kill()
+        if consumer.poll() is None:
+            consumer.kill()
+
+
+def _drive_threads(front: str, back: str, count: int, size: int, ctx_address: int) -> float:
+    """The same with producer and consumer as OS threads of this process (on the device's context)."""
+    import zmq
+
+    ctx = zmq.Context.shadow(ctx_address)  # inproc endpoints of the device's context work too
+    ready = threading.Event()
+    rates: list[float] = []
+    consumer = threading.Thread(
+        target=lambda: rates.append(_consume(ctx, back, count, ready.set)), daemon=True
+    )
+    consumer.start()
+    if not ready.wait(RUN_BOUND):
+        raise RuntimeError("consumer did not start")
+    producer = threading.Thread(target=_produce, args=(ctx, front, count, size), daemon=True)
+    producer.start()
+    consumer.join(RUN_BOUND)
+    producer.join(RUN_BOUND)
+    if not rates:
+        raise RuntimeError("consumer did not finish")
+    return rates[0]
+
+
+DRIVERS = {"processes": _drive_processes, "threads": _drive_threads}
+
+
+# -- the hub's wake-ups ----------------------------------------------------------------------
 
 
 def _ticker(lateness: list[float], stop: Any) -> None:
@@ -125,130 +174,174 @@ def _ticker(lateness: list[float], stop: Any) -> None:
         lateness.append(time.perf_counter() - t0 - TICK)
 
 
-def _plain_pair(zmq_mod: Any, ctx: Any) -> tuple[Any, Any, int, int]:
+def _tick_stats(lateness: list[float]) -> dict[str, float]:
+    lateness.sort()
+    if not lateness:
+        return {"tick_p50_ms": float("nan"), "tick_p99_ms": float("nan")}
+    return {
+        "tick_p50_ms": 1000 * statistics.median(lateness),
+        "tick_p99_ms": 1000 * lateness[int(0.99 * (len(lateness) - 1))],
+    }
+
+
+def _idle(count: int, size: int, setup: str, transport: str) -> dict[str, float]:
+    """The ticker alone on an idle hub for IDLE_WINDOW seconds."""
+    import gevent
+    import gevent.event
+
+    lateness: list[float] = []
+    stop = gevent.event.Event()
+    ticker = gevent.spawn(_ticker, lateness, stop)
+    gevent.sleep(IDLE_WINDOW)
+    stop.set()
+    ticker.join()
+    return _tick_stats(lateness)
+
+
+# -- the devices -----------------------------------------------------------------------------
+
+
+def _endpoints(zmq_mod: Any, front: Any, back: Any, transport: str) -> tuple[str, str]:
+    if transport == "inproc":
+        names = (f"inproc://bench-front-{id(front)}", f"inproc://bench-back-{id(back)}")
+        front.bind(names[0])
+        back.bind(names[1])
+        return names
+    return (
+        f"tcp://127.0.0.1:{front.bind_to_random_port('tcp://127.0.0.1')}",
+        f"tcp://127.0.0.1:{back.bind_to_random_port('tcp://127.0.0.1')}",
+    )
+
+
+def _plain_pair(zmq_mod: Any, ctx: Any, transport: str) -> tuple[Any, Any, str, str]:
     front = ctx.socket(zmq_mod.PULL)
     back = ctx.socket(zmq_mod.PUSH)
     for s in (front, back):
         s.sndhwm = s.rcvhwm = HWM
         s.linger = 0
-    return (
-        front,
-        back,
-        front.bind_to_random_port("tcp://127.0.0.1"),
-        back.bind_to_random_port("tcp://127.0.0.1"),
-    )
+    return (front, back, *_endpoints(zmq_mod, front, back, transport))
 
 
-def _run_green(
-    zmq_mod: Any, start: Callable[[Any], tuple[int, int, Any]], count: int, size: int
+def _run_device(
+    zmq_mod: Any,
+    start: Callable[[Any, str], tuple[str, str, Any]],
+    count: int,
+    size: int,
+    setup: str,
+    transport: str,
 ) -> dict[str, float]:
-    """``start(ctx) -> (frontend port, backend port, stop())`` starts the device under test."""
+    """``start(ctx, transport) -> (frontend, backend, stop())`` starts the device under test."""
     import gevent
     import gevent.event
 
+    from greenzmq._native import run_native
+
     ctx = zmq_mod.Context()
-    fport, bport, stop_device = start(ctx)
+    front, back, stop_device = start(ctx, transport)
     lateness: list[float] = []
     stop = gevent.event.Event()
     ticker = gevent.spawn(_ticker, lateness, stop)
     try:
-        rate = gevent.get_hub().threadpool.apply(_drive, (fport, bport, count, size))
+        # the driver blocks its thread (subprocesses, or joining threads): only this greenlet waits
+        rate = run_native(DRIVERS[setup], front, back, count, size, ctx.underlying)
     finally:
         stop.set()
         ticker.join()
         stop_device()
         ctx.destroy(linger=0)
-    lateness.sort()
-    return {
-        "rate": rate,
-        "tick_p50_ms": 1000 * statistics.median(lateness) if lateness else float("nan"),
-        "tick_p99_ms": 1000 * lateness[int(0.99 * (len(lateness) - 1))] if lateness else float("nan"),
-        "tick_max_ms": 1000 * lateness[-1] if lateness else float("nan"),
-    }
+    return {"rate": rate, **_tick_stats(lateness)}
 
 
-def _greenzmq(count: int, size: int) -> dict[str, float]:
+def _greenzmq(count: int, size: int, setup: str, transport: str) -> dict[str, float]:
     import gevent
 
     import greenzmq
 
-    def start(ctx: Any) -> tuple[int, int, Any]:
-        front, back, fport, bport = _plain_pair(greenzmq, ctx)
+    def start(ctx: Any, transport: str) -> tuple[str, str, Any]:
+        front, back, faddr, baddr = _plain_pair(greenzmq, ctx, transport)
         g = gevent.spawn(greenzmq.proxy, front, back)
-        return fport, bport, g.kill
+        return faddr, baddr, g.kill
 
-    return _run_green(greenzmq, start, count, size)
+    return _run_device(greenzmq, start, count, size, setup, transport)
 
 
-def _greenzmq_bg(count: int, size: int) -> dict[str, float]:
+def _greenzmq_bg(count: int, size: int, setup: str, transport: str) -> dict[str, float]:
     import greenzmq
     from greenzmq.devices import GreenDevice
 
-    def start(ctx: Any) -> tuple[int, int, Any]:
+    def start(ctx: Any, transport: str) -> tuple[str, str, Any]:
         dev = GreenDevice(greenzmq.QUEUE, greenzmq.PULL, greenzmq.PUSH, context=ctx)
         for setsockopt in (dev.setsockopt_in, dev.setsockopt_out):
             setsockopt(greenzmq.SNDHWM, HWM)
             setsockopt(greenzmq.RCVHWM, HWM)
-        fport = dev.bind_in_to_random_port("tcp://127.0.0.1")
-        bport = dev.bind_out_to_random_port("tcp://127.0.0.1")
+            setsockopt(greenzmq.LINGER, 0)
+        if transport == "inproc":
+            faddr, baddr = f"inproc://bench-bg-front-{id(dev)}", f"inproc://bench-bg-back-{id(dev)}"
+            dev.bind_in(faddr)
+            dev.bind_out(baddr)
+        else:
+            faddr = f"tcp://127.0.0.1:{dev.bind_in_to_random_port('tcp://127.0.0.1')}"
+            baddr = f"tcp://127.0.0.1:{dev.bind_out_to_random_port('tcp://127.0.0.1')}"
         dev.start()
-        return fport, bport, dev.stop
+        return faddr, baddr, dev.stop
 
-    return _run_green(greenzmq, start, count, size)
+    return _run_device(greenzmq, start, count, size, setup, transport)
 
 
-def _greenzmq_steerable(count: int, size: int) -> dict[str, float]:
+def _greenzmq_steerable(count: int, size: int, setup: str, transport: str) -> dict[str, float]:
     import gevent
 
     import greenzmq
 
-    def start(ctx: Any) -> tuple[int, int, Any]:
-        front, back, fport, bport = _plain_pair(greenzmq, ctx)
+    def start(ctx: Any, transport: str) -> tuple[str, str, Any]:
+        front, back, faddr, baddr = _plain_pair(greenzmq, ctx, transport)
         control = ctx.socket(greenzmq.PAIR)
+        control.linger = 0
         control.bind(f"inproc://bench-control-{id(control)}")
         g = gevent.spawn(greenzmq.proxy_steerable, front, back, None, control)
-        return fport, bport, g.kill
+        return faddr, baddr, g.kill
 
-    return _run_green(greenzmq, start, count, size)
+    return _run_device(greenzmq, start, count, size, setup, transport)
 
 
-def _greenzmq_mq(count: int, size: int) -> dict[str, float]:
+def _greenzmq_mq(count: int, size: int, setup: str, transport: str) -> dict[str, float]:
     import gevent
 
     import greenzmq
     from greenzmq.device import monitored_queue
 
-    def start(ctx: Any) -> tuple[int, int, Any]:
-        front, back, fport, bport = _plain_pair(greenzmq, ctx)
+    def start(ctx: Any, transport: str) -> tuple[str, str, Any]:
+        front, back, faddr, baddr = _plain_pair(greenzmq, ctx, transport)
         mon = ctx.socket(greenzmq.PUB)  # nobody subscribes: measures the copying
+        mon.linger = 0
         mon.bind(f"inproc://bench-mon-{id(mon)}")
         g = gevent.spawn(monitored_queue, front, back, mon)
-        return fport, bport, g.kill
+        return faddr, baddr, g.kill
 
-    return _run_green(greenzmq, start, count, size)
+    return _run_device(greenzmq, start, count, size, setup, transport)
 
 
-def _zmq_green(count: int, size: int) -> dict[str, float]:
+def _zmq_green(count: int, size: int, setup: str, transport: str) -> dict[str, float]:
     import gevent
     import zmq.green
 
-    def start(ctx: Any) -> tuple[int, int, Any]:
-        front, back, fport, bport = _plain_pair(zmq.green, ctx)
+    def start(ctx: Any, transport: str) -> tuple[str, str, Any]:
+        front, back, faddr, baddr = _plain_pair(zmq.green, ctx, transport)
         g = gevent.spawn(zmq.green.device, zmq.green.QUEUE, front, back)
-        return fport, bport, g.kill
+        return faddr, baddr, g.kill
 
-    return _run_green(zmq.green, start, count, size)
+    return _run_device(zmq.green, start, count, size, setup, transport)
 
 
-def _libzmq(count: int, size: int) -> dict[str, float]:
+def _libzmq(count: int, size: int, setup: str, transport: str) -> dict[str, float]:
     import zmq
 
     import greenzmq
 
-    def start(ctx: Any) -> tuple[int, int, Any]:
+    def start(ctx: Any, transport: str) -> tuple[str, str, Any]:
         # plain pyzmq sockets on the same libzmq context, used only by the thread
         plain = zmq.Context.shadow(ctx.underlying)
-        front, back, fport, bport = _plain_pair(zmq, plain)
+        front, back, faddr, baddr = _plain_pair(zmq, plain, transport)
 
         def run() -> None:
             try:
@@ -259,28 +352,14 @@ def _libzmq(count: int, size: int) -> dict[str, float]:
                 front.close()
                 back.close()
 
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        return fport, bport, lambda: None  # ctx.destroy() in _run_green ends it
+        threading.Thread(target=run, daemon=True).start()
+        return faddr, baddr, lambda: None  # ctx.destroy() in _run_device ends it
 
-    # the ticker still runs in this thread's hub: the machine's baseline lateness
-    return _run_green(greenzmq, start, count, size)
-
-
-#: The ticker's lateness figures of one run.
-TICK_KEYS = ("tick_p50_ms", "tick_p99_ms", "tick_max_ms")
+    # the ticker still runs in this thread's hub: the machine's baseline lateness under load
+    return _run_device(greenzmq, start, count, size, setup, transport)
 
 
-def _spread(values: list[float]) -> str:
-    return f"{statistics.median(values):,.0f} [{min(values):,.0f}, {max(values):,.0f}]"
-
-
-def _paired(runs: list[dict[str, float]], base: list[dict[str, float]]) -> list[float]:
-    """Per-round ratios of rates: each round ran both kinds back to back."""
-    return [r["rate"] / b["rate"] for r, b in zip(runs, base)]
-
-
-KINDS: dict[str, Callable[[int, int], dict[str, float]]] = {
+KINDS: dict[str, Callable[[int, int, str, str], dict[str, float]]] = {
     "greenzmq": _greenzmq,
     "greenzmq-bg": _greenzmq_bg,
     "steerable": _greenzmq_steerable,
@@ -290,55 +369,110 @@ KINDS: dict[str, Callable[[int, int], dict[str, float]]] = {
 }
 
 
+# -- the report --------------------------------------------------------------------------------
+
+
+def _spread(values: list[float], fmt: str = ",.0f") -> str:
+    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (5 min: {five:.2f})"
+
+
+def _report(
+    runs: dict[str, dict[str, list[dict[str, float]]]], idle: list[dict[str, float]], kinds: list[str]
+) -> list[str]:
+    lines = []
+    idle_p50 = statistics.median(r["tick_p50_ms"] for r in idle)
+    idle_p99 = [r["tick_p99_ms"] for r in idle]
+    for setup, by_kind in runs.items():
+        lines += [
+            "",
+            f"**{setup}**: messages/s, median [min, max] over the rounds; ratio to libzmq's proxy per round;"
+            " the ticker's wake-up lateness (ms, medians over the rounds)",
+            "",
+            "| kind | messages/s | × libzmq, median [min, max] | wake-up p50 | wake-up p99 | p99 − idle p99 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for kind in kinds:
+            results = by_kind[kind]
+            rates = [r["rate"] for r in results]
+            if REFERENCE in by_kind and kind != REFERENCE:
+                ratios = [r["rate"] / b["rate"] for r, b in zip(results, by_kind[REFERENCE])]
+                ratio = f"{_spread(ratios, '.2f')}"
+            else:
+                ratio = "1" if kind == REFERENCE else "–"
+            p50 = statistics.median(r["tick_p50_ms"] for r in results)
+            p99 = [r["tick_p99_ms"] for r in results]
+            over = [p - i for p, i in zip(p99, idle_p99)]
+            lines.append(
+                f"| {kind} | {_spread(rates)} | {ratio} | {p50:.3f} | {statistics.median(p99):.3f} "
+                f"| {statistics.median(over):+.3f} |"
+            )
+        lines.append(f"| idle hub | – | – | {idle_p50:.3f} | {statistics.median(idle_p99):.3f} | 0 |")
+    lines.append("")
+    for setup, by_kind in runs.items():
+        if REFERENCE not in by_kind:
+            continue
+        for kind in kinds:
+            if kind == REFERENCE:
+                continue
+            ratios = [r["rate"] / b["rate"] for r, b in zip(by_kind[kind], by_kind[REFERENCE])]
+            over = [r["tick_p99_ms"] - i["tick_p99_ms"] for r, i in zip(by_kind[kind], idle)]
+            lines.append(
+                f"{setup} {kind}: {statistics.median(ratios):.0%} of libzmq's proxy "
+                f"(rounds: {min(ratios):.0%} to {max(ratios):.0%}), "
+                f"wake-up p99 {statistics.median(over):+.2f} ms over the idle hub"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-n", "--count", type=int, default=200_000, help="messages per run (default 200000)")
     p.add_argument("-s", "--size", type=int, default=100, help="message size in bytes (default 100)")
     p.add_argument("--repeat", type=int, default=5, help="rounds; each runs every kind once (default 5)")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, from {','.join(KINDS)}")
+    p.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, from {','.join(SETUPS)}")
+    p.add_argument(
+        "--transport",
+        choices=["tcp", "inproc"],
+        default="tcp",
+        help="for the threads setup (processes always use tcp; default tcp)",
+    )
     p.add_argument("--role", choices=["producer", "consumer"], help=argparse.SUPPRESS)
     p.add_argument("--addr", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.role == "producer":
-        _producer(args.addr, args.count, args.size)
+        _producer_process(args.addr, args.count, args.size)
         return 0
     if args.role == "consumer":
-        _consumer(args.addr, args.count)
+        _consumer_process(args.addr, args.count)
         return 0
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in KINDS]
+    setups = [k.strip() for k in args.setups.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS] + [s for s in setups if s not in SETUPS]
     if unknown or args.count < 2 or args.repeat < 1:
-        p.error(f"unknown kinds {unknown}" if unknown else "need --count >= 2 and --repeat >= 1")
-    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
-    # Round-robin over the kinds, so that the load of a shared machine at any
-    # moment falls on every kind alike; ratios are taken within each round.
+        p.error(f"unknown kinds or setups {unknown}" if unknown else "need --count >= 2 and --repeat >= 1")
+    print(
+        f"{args.count:,} messages of {args.size} bytes, {args.repeat} rounds, {os.cpu_count()} CPUs; "
+        f"load average at start {_load()}",
+        flush=True,
+    )
+    runs = {setup: {kind: [] for kind in kinds} for setup in setups}
+    idle: list[dict[str, float]] = []
+    # Round-robin over setups and kinds, so that the load of a shared machine at
+    # any moment falls on every kind alike; ratios are taken within each round.
     for _ in range(args.repeat):
-        for kind in kinds:
-            runs[kind].append(KINDS[kind](args.count, args.size))
-    print(f"{args.count} messages of {args.size} bytes, {args.repeat} rounds: median [min, max]")
-    print(f"{'kind':<12} {'msgs/s':>34} {'tick p50 ms':>12} {'tick p99 ms':>12} {'tick max ms':>12}")
-    for kind in kinds:
-        rates = [r["rate"] for r in runs[kind]]
-        ticks = {key: statistics.median(r[key] for r in runs[kind]) for key in TICK_KEYS}
-        print(
-            f"{kind:<12} {_spread(rates):>34} {ticks['tick_p50_ms']:>12.3f} "
-            f"{ticks['tick_p99_ms']:>12.3f} {ticks['tick_max_ms']:>12.3f}",
-            flush=True,
-        )
-    for kind in kinds:
-        if kind in ("libzmq", "zmq.green"):
-            continue
-        parts = []
-        if "libzmq" in runs:
-            ratios = _paired(runs[kind], runs["libzmq"])
-            parts.append(
-                f"{statistics.median(ratios):.0%} of libzmq's proxy "
-                f"(rounds: {min(ratios):.0%} to {max(ratios):.0%})"
-            )
-        if "zmq.green" in runs:
-            parts.append(f"{statistics.median(_paired(runs[kind], runs['zmq.green'])):.1f}x zmq.green.device")
-        if parts:
-            print(f"{kind}: " + ", ".join(parts))
+        idle.append(_idle(args.count, args.size, "", ""))
+        for setup in setups:
+            transport = "tcp" if setup == "processes" else args.transport
+            for kind in kinds:
+                runs[setup][kind].append(KINDS[kind](args.count, args.size, setup, transport))
+    print(f"load average at end {_load()}")
+    print("\n".join(_report(runs, idle, kinds)))
     return 0
 
 

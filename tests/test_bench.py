@@ -211,15 +211,27 @@ def test_bench_eventloop_prints_its_three_workloads():
 
 
 @pytest.mark.timeout(CLI_BOUND + 10)
-def test_bench_device_prints_medians_and_paired_ratios():
+def test_bench_device_prints_medians_paired_ratios_and_wake_ups_for_both_setups():
     proc = _run(
         ["bench/bench_device.py", "-n", "2000", "--repeat", "2", "--kinds", "greenzmq,steerable,libzmq"]
     )
     assert proc.returncode == 0, proc.stderr
-    for kind in ("greenzmq", "steerable", "libzmq"):
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(f"{kind} "))
-        assert re.search(r"[\d,]+ \[[\d,]+, [\d,]+\]", line), line
-    for kind in ("greenzmq", "steerable"):
-        assert re.search(rf"^{kind}: \d+% of libzmq's proxy \(rounds: \d+% to \d+%\)$", proc.stdout, re.M), (
-            proc.stdout
-        )
+    out = proc.stdout
+    assert re.search(r"load average at start \d+\.\d\d", out) and re.search(
+        r"load average at end \d+\.\d\d", out
+    )
+    for setup in ("processes", "threads"):
+        table = out.split(f"**{setup}**", 1)[1].split("\n\n", 2)[1]
+        for kind in ("greenzmq", "steerable", "libzmq", "idle hub"):
+            line = next(ln for ln in table.splitlines() if ln.startswith(f"| {kind} |"))
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert re.fullmatch(r"\d+\.\d{3}", cells[3]) and re.fullmatch(r"\d+\.\d{3}", cells[4]), line
+            if kind != "idle hub":
+                assert re.fullmatch(r"[\d,]+ \[[\d,]+, [\d,]+\]", cells[1]), line
+        for kind in ("greenzmq", "steerable"):
+            assert re.search(
+                rf"^{setup} {kind}: \d+% of libzmq's proxy \(rounds: \d+% to \d+%\), "
+                r"wake-up p99 [+-]\d+\.\d\d ms over the idle hub$",
+                out,
+                re.M,
+            ), out
