@@ -23,7 +23,7 @@ import warnings
 import gevent
 import pytest
 import zmq as pyzmq
-from conftest import WAKE_BOUND, inproc_endpoint
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, inproc_endpoint, wait_parked
 
 import greenzmq as zmq
 
@@ -207,11 +207,12 @@ def test_waiting_on_a_signalled_draft_socket_does_not_spin(client_server, spawn)
     # each round raises the proxy fd (a message arrives at an idle server)
     for i in range(3):
         waiter = spawn(server.recv)
-        gevent.sleep(0)
+        wait_parked(server)
         client.send(b"%d" % i)
         assert waiter.get(timeout=WAKE_BOUND) == b"%d" % i
     waiters = [spawn(server.recv), spawn(client.recv)]
-    gevent.sleep(0)
+    wait_parked(server)
+    wait_parked(client)
     cpu0 = time.process_time()
     iterations = _loop_iterations_while_idle()
     cpu = time.process_time() - cpu0
@@ -226,12 +227,13 @@ def test_scatter_gather_and_channel_block_only_the_greenlet(ctx, spawn, transpor
     receiver_sock = _socket(ctx, getattr(zmq, bind_kind))
     sender_sock = _socket(ctx, getattr(zmq, connect_kind))
     sender_sock.connect(_bind(receiver_sock, transport))
-    receiver = spawn(receiver_sock.recv)
-    ticks = spawn(lambda: [gevent.sleep(0) for _ in range(10)])  # others keep running
-    ticks.get(timeout=WAKE_BOUND)
-    assert not receiver.ready()
-    sender_sock.send(b"scattered")
-    assert receiver.get(timeout=WAKE_BOUND) == b"scattered"
+    with hub_ticker() as ticker:
+        receiver = spawn(receiver_sock.recv)
+        wait_parked(receiver_sock)  # this greenlet runs on while the receiver waits
+        assert not receiver.ready()
+        sender_sock.send(b"scattered")
+        assert receiver.get(timeout=WAKE_BOUND) == b"scattered"
+    assert ticker.max_gap < HUB_STALL_BOUND, "the hub was blocked while a greenlet waited in recv"
 
 
 N_WAITERS = 6
@@ -243,7 +245,7 @@ def test_interrupted_draft_waiters_lose_nothing(client_server, spawn):
     server, connect = client_server
     client = connect()
     waiters = [spawn(server.recv) for _ in range(N_WAITERS)]
-    gevent.sleep(0)
+    wait_parked(server, n=N_WAITERS)
     survivors = waiters[1::2]
     gevent.killall(waiters[0::2], timeout=WAKE_BOUND)
     for i in range(len(survivors)):
@@ -330,14 +332,14 @@ def test_zmq_green_regression_blocked_reply_keeps_its_routing_id(ctx, spawn):
     # fails with "Host unreachable". Here the SERVER's pipe to the client is
     # full, so every reply after the first blocks and is retried by the hub.
     server = _socket(ctx, zmq.SERVER, sndhwm=1)
-    client = _socket(ctx, zmq.CLIENT, rcvhwm=1)
+    # a reply lost by the hub's retry fails the receive below instead of hanging it
+    client = _socket(ctx, zmq.CLIENT, rcvhwm=1, rcvtimeo=int(WAKE_BOUND * 5 * 1000))
     endpoint = inproc_endpoint("hwm")
     server.bind(endpoint)
     client.connect(endpoint)
     rid = _routing_id_of(server, client)
     senders = [spawn(server.send, b"%d" % i, routing_id=rid) for i in range(REPLIES_BEYOND_HWM)]
-    gevent.sleep(0)
-    assert not all(s.ready() for s in senders), "the pipe never filled: nothing was tested"
+    wait_parked(server, "writers")  # the pipe filled: the later replies wait in the hub
     received = [client.recv() for _ in range(REPLIES_BEYOND_HWM)]
     assert received == [b"%d" % i for i in range(REPLIES_BEYOND_HWM)]  # FIFO, none lost
     gevent.joinall(senders, timeout=WAKE_BOUND, raise_error=True)
@@ -384,7 +386,7 @@ def test_radio_send_group_is_delivered_from_a_blocking_greenlet(radio_dish, spaw
     dish.join("g")
     _probe(radio, dish, "g")
     receiver = spawn(_recv_data, dish)
-    gevent.sleep(0)
+    wait_parked(dish)
     sender = spawn(radio.send, b"payload", group="g")
     frame = receiver.get(timeout=WAKE_BOUND)
     assert (frame.group, frame.bytes) == ("g", b"payload")
@@ -449,7 +451,7 @@ def test_close_while_waiting_wakes_the_waiter(ctx, spawn, kind):
     sock = _socket(ctx, getattr(zmq, kind))
     sock.bind_to_random_port("tcp://127.0.0.1")
     waiters = [spawn(sock.recv) for _ in range(3)]
-    gevent.sleep(0)
+    wait_parked(sock, n=3)
     sock.close()
     for waiter in waiters:
         waiter.join(WAKE_BOUND)
@@ -471,7 +473,7 @@ def test_context_term_wakes_a_draft_waiter(spawn):
             return "terminated"
 
     g = spawn(waiter)
-    gevent.sleep(0)
+    wait_parked(server)
     term = spawn(context.term)
     assert g.get(timeout=WAKE_BOUND * 5) == "terminated"
     term.get(timeout=WAKE_BOUND * 5)
@@ -510,7 +512,7 @@ def test_poller_over_draft_classic_plain_and_fd_items(ctx, spawn):
 
         def wakes_on(item, make_ready, consume):
             polling = spawn(poll_once)
-            gevent.sleep(0.01)  # let it park: then the wake-up is what is tested
+            wait_parked(server, "listeners")  # parked: then the wake-up is what is tested
             assert not polling.ready(), f"poll returned early: {polling.value}"
             assert _loop_iterations_while_idle() < IDLE_ITERATIONS_BOUND, "poller spins while idle"
             make_ready()
@@ -531,7 +533,7 @@ def test_poller_over_draft_classic_plain_and_fd_items(ctx, spawn):
                     return
 
         polling = spawn(poll_once)
-        gevent.sleep(0.01)
+        wait_parked(server, "listeners")
         assert not polling.ready()
         spawn(radio_until_ready)
         assert polling.get(timeout=WAKE_BOUND * 5) == {dish: zmq.POLLIN}
@@ -555,7 +557,8 @@ def test_poller_and_recv_waiter_share_a_draft_socket(client_server, spawn):
     poller.register(server, zmq.POLLIN)
     polling = spawn(poller.poll, 10_000)
     receiving = spawn(server.recv)
-    gevent.sleep(0)
+    wait_parked(server, "listeners")
+    wait_parked(server)
     client.send(b"one")  # taken by the waiting recv: not news for the poller
     client.send(b"two")  # left for the poller to report
     assert receiving.get(timeout=WAKE_BOUND) == b"one"
