@@ -29,7 +29,7 @@ import gevent.event
 import greenlet
 import pytest
 import zmq as pyzmq
-from conftest import TERM_BOUND, inproc_endpoint
+from conftest import TERM_BOUND, inproc_endpoint, wait_parked
 
 import greenzmq as zmq
 from greenzmq.devices import GreenProxy
@@ -110,14 +110,6 @@ def _pair(context, tcp: bool = False):
     return a, b
 
 
-def _exercise(a, b):
-    """Make both sockets of a pair wait in the hub (start their fd watchers)."""
-    got = gevent.spawn(b.recv)
-    gevent.sleep(0)  # b.recv is now parked on b's watcher
-    a.send(b"ping")
-    assert got.get(timeout=SETTLE_BOUND) == b"ping"
-
-
 #: How a batch's blocked receivers end: a message arrives, the wait is
 #: cancelled (gevent.Timeout and kill), or the socket is closed under it.
 ENDINGS = ("delivered", "cancelled", "closed")
@@ -131,7 +123,8 @@ def _batch(context, ending: str, tcp: bool) -> int:
     waits the given way, close everything; return the watchers active at the peak."""
     pairs = [_pair(context, tcp) for _ in range(BATCH // 2)]
     waiting = [gevent.spawn(b.recv) for _, b in pairs]
-    gevent.sleep(0)  # every receiver is now parked on its socket's watcher
+    for _, b in pairs:
+        wait_parked(b)
     peak = active_watchers()
     if ending == "delivered":
         for a, _ in pairs:
@@ -203,7 +196,9 @@ def test_10000_green_pollers_return_to_baseline(context):
             poller = zmq.Poller()
             poller.register(b, zmq.POLLIN)
             poller.register(r, zmq.POLLIN)
-            return poller.poll(SETTLE_BOUND * 1000)
+            # twice the bound the caller waits: a lost wake-up must not be
+            # rescued by the re-check at the poll's own deadline
+            return poller.poll(2 * SETTLE_BOUND * 1000)
 
         def closed_under_poll():
             # a poll parked on a green socket, a plain pyzmq socket and the pipe,
@@ -216,8 +211,8 @@ def test_10000_green_pollers_return_to_baseline(context):
             poller = zmq.Poller()
             for item in (victim, plain, r):
                 poller.register(item, zmq.POLLIN)
-            g = gevent.spawn(poller.poll, SETTLE_BOUND * 1000)
-            gevent.sleep(0)  # the poll is parked (nothing is ready)
+            g = gevent.spawn(poller.poll, 2 * SETTLE_BOUND * 1000)  # as above
+            wait_parked(victim, "listeners")
             victim.close()
             g.join(SETTLE_BOUND)
             assert isinstance(g.exception, zmq.ZMQError) and g.exception.errno == zmq.ENOTSOCK, g.exception
@@ -232,7 +227,7 @@ def test_10000_green_pollers_return_to_baseline(context):
             one(i)
             if i % BATCH == 0:
                 g = gevent.spawn(waiter_in_poll)
-                gevent.sleep(0)
+                wait_parked(b, "listeners")
                 a.send(b"wake")
                 assert dict(g.get(timeout=SETTLE_BOUND)) == {b: zmq.POLLIN}
                 assert b.recv() == b"wake"
@@ -330,7 +325,7 @@ def test_contexts_ended_under_blocked_greenlets_release_everything(ending):
         c = zmq.Context()
         a, b = _pair(c)
         waiter = gevent.spawn(b.recv)
-        gevent.sleep(0)  # parked in recv
+        wait_parked(b)
         if ending == "destroy":
             c.destroy(linger=0)
         else:
