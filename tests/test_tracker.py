@@ -16,7 +16,7 @@ import gevent.event
 import psutil
 import pytest
 import zmq as pyzmq
-from conftest import WAKE_BOUND, inproc_endpoint
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, inproc_endpoint, run_until_blocked
 
 import greenzmq
 from greenzmq import tracker as tracker_mod
@@ -24,8 +24,9 @@ from greenzmq.tracker import MessageTracker, green_tracker
 
 #: Larger than pyzmq's COPY_THRESHOLD (64 KiB), so copy=False really shares the buffer.
 BIG = 100_000
-#: How long a tracker must stay NotDone while the message is held.
-HELD_WAIT = 0.5
+#: How long a tracker must stay NotDone while the message is held: twice the
+#: hub stall bound, so a wait() that blocked the thread throughout fails it.
+HELD_WAIT = 2 * HUB_STALL_BOUND
 #: How many concurrent trackers the scale test parks (the issue says ten thousand).
 MANY = 10_000
 
@@ -69,20 +70,12 @@ def test_wait_times_out_while_held_without_freezing_the_hub_then_completes(ctx, 
     tracker = green_tracker(dealer.send(b"x" * BIG, copy=False, track=True))
     assert isinstance(tracker, MessageTracker)
     assert not tracker.done
-    ticks = []
-
-    def ticker():
-        for i in range(1000):
-            ticks.append(i)
-            gevent.sleep(0.01)
-
-    spawn(ticker)
     t0 = time.perf_counter()
-    with pytest.raises(greenzmq.NotDone):
-        tracker.wait(HELD_WAIT)
+    with hub_ticker() as ticker, pytest.raises(greenzmq.NotDone):
+        tracker.wait(HELD_WAIT)  # time is the subject: the wait lasts its whole timeout
     assert time.perf_counter() - t0 >= HELD_WAIT * 0.9
-    # pyzmq's wait() would have frozen the hub: the ticker would not have run
-    assert len(ticks) >= 5
+    # pyzmq's wait() would have frozen the hub for the whole wait
+    assert ticker.max_gap < HUB_STALL_BOUND
     assert not tracker.done
     peer = spawn(_bind_and_drain, ctx, endpoint)
     tracker.wait(WAKE_BOUND * 10)
@@ -95,8 +88,8 @@ def test_many_greenlets_wait_on_one_tracker(ctx, held, spawn):
     tracker = green_tracker(dealer.send(b"x" * BIG, copy=False, track=True))
     woke = []
     waiting = [spawn(lambda i=i: (tracker.wait(), woke.append(i))) for i in range(20)]
-    gevent.sleep(0)  # let them park (they cannot finish: the message is held)
-    assert woke == []
+    run_until_blocked()  # they park (they cannot finish: the message is held)
+    assert _hook_count(tracker) == 20 and woke == []
     spawn(_bind_and_drain, ctx, endpoint)
     gevent.joinall(waiting, timeout=WAKE_BOUND * 10, raise_error=True)
     assert sorted(woke) == list(range(20))
@@ -137,7 +130,8 @@ def test_interrupted_wait_leaves_no_hook_behind(ctx, held, spawn):
     with gevent.Timeout(0.01, False):
         tracker.wait()
     g = spawn(tracker.wait)
-    gevent.sleep(0)
+    run_until_blocked()
+    assert _hook_count(tracker) == 1  # g is parked on its hook: the kill interrupts a wait
     g.kill()
     assert _hook_count(tracker) == 0
     assert tracker_mod._channel(gevent.get_hub()).holds == 0
@@ -252,7 +246,7 @@ def test_an_event_set_by_another_os_thread_wakes_the_greenlet_once(spawn):
         tracker.wait(0.01)
     woke = []
     waiter = spawn(lambda: (tracker.wait(), woke.append(True)))
-    gevent.sleep(0)
+    run_until_blocked()
     assert len(event._cond._waiters) == 1  # one hook, though the event is reached twice
     setter = threading.Thread(target=event.set)
     gevent.get_hub().loop.run_callback(setter.start)  # set only once the greenlet is parked
