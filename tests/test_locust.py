@@ -19,6 +19,7 @@ import time
 import urllib.request
 
 import gevent
+import psutil
 import pytest
 from conftest import WAKE_BOUND
 from gevent.event import Event
@@ -391,30 +392,49 @@ def test_demo_exits_nonzero_when_requests_fail(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_demo_interrupted_stops_everything_and_still_reports(tmp_path, signum):
     report = tmp_path / "r"
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "greenzmq.demo", "-u", "10", "-t", "60", "--report-dir", str(report)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A child inherits an ignored SIGINT (pytest run as a background job of a
+    # non-interactive shell: `cmd &`, nohup), and Python keeps it ignored, so
+    # the demo would run its whole minute. exec resets a caught signal to the
+    # default instead: catch SIGINT here while the demo starts.
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "greenzmq.demo", "-u", "10", "-t", "60", "--report-dir", str(report)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         deadline = time.monotonic() + PROC_BOUND
-        seen = ""
-        while "All users spawned" not in seen and time.monotonic() < deadline:
-            ready, _, _ = select.select([demo.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        # Raw reads, not demo.stderr.readline(): the text reader may buffer
+        # the next lines with the one it returns, and select() then waits for
+        # data that was already read (locust prints nothing more for a minute).
+        fd = demo.stderr.fileno()
+        seen = b""
+        while b"All users spawned" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 break
-            line = demo.stderr.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen += line
-        assert "All users spawned" in seen, seen
+            seen += chunk
+        assert b"All users spawned" in seen, seen.decode(errors="replace")
         demo.send_signal(signum)
         out, _ = demo.communicate(timeout=PROC_BOUND)
     finally:
         if demo.poll() is None:
+            # the demo's service and locust run in sessions of their own and
+            # hold its pipes open: kill them too, or communicate() never returns
+            for child in psutil.Process(demo.pid).children(recursive=True):
+                child.kill()
             demo.kill()
-            demo.communicate()
+            demo.communicate(timeout=PROC_BOUND)
     assert demo.returncode == 130, out
     assert "greenzmq demo: INTERRUPTED" in out and "greenzmq service: stopped" in out
     assert (report / "report.html").stat().st_size > 0

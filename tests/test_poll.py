@@ -139,7 +139,7 @@ def test_pollerr_only_fd_does_not_spin(pipe, spawn):
 
 
 def test_poller_reuses_its_watchers(ctx, pipe):
-    r, _ = pipe
+    r, w = pipe
     socks = []
     for _ in range(50):
         s = ctx.socket(zmq.PULL)
@@ -149,7 +149,12 @@ def test_poller_reuses_its_watchers(ctx, pipe):
     for s in socks:
         p.register(s, zmq.POLLIN)
     p.register(r, zmq.POLLIN)
-    assert p.poll(5) == []
+    # The watchers are made when poll() parks, which a short timeout may skip
+    # on a loaded machine (it can expire before the first wait): wake a poll
+    # with a generous bound instead, from a greenlet that only runs once it parked.
+    gevent.spawn(os.write, w, b"x")
+    assert p.poll(10_000) == [(r, zmq.POLLIN)]
+    assert os.read(r, 1) == b"x"
     fd_watchers = list(p._watchers[r])
     sock_watchers = [s._waiters.watcher for s in socks]
     for _ in range(5):
