@@ -17,7 +17,10 @@ kinds:
   monitor (greenzmq's green engine, in the hub's thread);
 * ``zmq.green``: pyzmq's ``zmq.green.device`` in a greenlet;
 * ``libzmq``: ``zmq.proxy`` on plain sockets in a plain OS thread: the
-  reference every ratio is taken against.
+  reference every ratio is taken against;
+* ``libzmq-again``: the very same, run a second time in each round (not in the
+  default set): its ratio to ``libzmq`` is the machine's own noise, the spread
+  any kind's ratio would have if it forwarded exactly as fast.
 
 Two setups, both over tcp://127.0.0.1 by default:
 
@@ -32,8 +35,12 @@ a loop and records how late each wake-up is. Each round also runs the ticker
 on an idle hub (nothing forwarding, nothing else running) for
 :data:`IDLE_WINDOW` seconds: the baseline the wake-ups are compared with.
 
-Every round runs each setup's kinds once, back to back, so the load of a
-shared machine falls on all kinds alike. The tables give medians over the
+Every round runs each setup's kinds once, back to back, in an order rotated
+each round (so no kind always runs first, or right after another), so the load
+of a shared machine falls on all kinds alike. ``--pin`` puts the device's side
+(this thread, hence the device's native thread and libzmq's I/O threads) on one
+CPU and the producer and consumer on the others, so that they do not trade
+places with the device from run to run. The tables give medians over the
 rounds; ratios are per-round pairs (a kind against libzmq in the same round
 and setup; a kind's wake-up p99 against the idle hub of the same round), then
 the median and the range of those. The load average is printed at the start
@@ -64,6 +71,23 @@ HWM = 0
 #: The kind every ratio is taken against.
 REFERENCE = "libzmq"
 SETUPS = ("processes", "threads")
+#: With --pin: the CPUs of the device's side (the last one) and of the producer and consumer (the others).
+_PINNED: dict[str, set[int]] = {}
+
+
+def _pin(side: str) -> None:
+    """Move the calling thread (and the threads it starts later) to ``side``'s CPUs, if pinning."""
+    cpus = _PINNED.get(side)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def _plan_pinning() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    _PINNED["device"] = {cpus[-1]}
+    _PINNED["load"] = set(cpus[:-1])
 
 
 # -- producer and consumer: processes or threads, plain pyzmq -----------------------------
@@ -72,6 +96,7 @@ SETUPS = ("processes", "threads")
 def _produce(ctx: Any, addr: str, count: int, size: int) -> None:
     import zmq
 
+    _pin("load")
     s = ctx.socket(zmq.PUSH)
     s.sndhwm = HWM
     s.connect(addr)
@@ -86,6 +111,7 @@ def _consume(ctx: Any, addr: str, count: int, ready: Callable[[], None]) -> floa
     """Messages/s from the first message to the last."""
     import zmq
 
+    _pin("load")
     s = ctx.socket(zmq.PULL)
     s.rcvhwm = HWM
     s.connect(addr)
@@ -119,7 +145,8 @@ def _consumer_process(addr: str, count: int) -> None:
 
 def _drive_processes(front: str, back: str, count: int, size: int, ctx_address: int) -> float:
     """Run consumer and producer processes through the device; messages/s seen by the consumer."""
-    me = [sys.executable, __file__]
+    pin = ["--load-cpus", ",".join(map(str, sorted(_PINNED["load"])))] if _PINNED else []
+    me = [sys.executable, __file__, *pin]
     consumer = subprocess.Popen(
         [*me, "--role", "consumer", "--addr", back, "-n", str(count)], stdout=subprocess.PIPE, text=True
     )
@@ -366,7 +393,10 @@ KINDS: dict[str, Callable[[int, int, str, str], dict[str, float]]] = {
     "monitored": _greenzmq_mq,
     "zmq.green": _zmq_green,
     "libzmq": _libzmq,
+    "libzmq-again": _libzmq,
 }
+#: What runs without --kinds: every kind but the noise control.
+DEFAULT_KINDS = [kind for kind in KINDS if kind != "libzmq-again"]
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -434,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--count", type=int, default=200_000, help="messages per run (default 200000)")
     p.add_argument("-s", "--size", type=int, default=100, help="message size in bytes (default 100)")
     p.add_argument("--repeat", type=int, default=5, help="rounds; each runs every kind once (default 5)")
-    p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, from {','.join(KINDS)}")
+    p.add_argument(
+        "--kinds", default=",".join(DEFAULT_KINDS), help=f"comma-separated, from {','.join(KINDS)}"
+    )
     p.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, from {','.join(SETUPS)}")
     p.add_argument(
         "--transport",
@@ -442,9 +474,19 @@ def main(argv: list[str] | None = None) -> int:
         default="tcp",
         help="for the threads setup (processes always use tcp; default tcp)",
     )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="the device's side on the last CPU, producer and consumer on the others",
+    )
+    p.add_argument("--load-cpus", help=argparse.SUPPRESS)  # a pinned producer or consumer process
     p.add_argument("--role", choices=["producer", "consumer"], help=argparse.SUPPRESS)
     p.add_argument("--addr", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.pin:
+        _plan_pinning()
+    if args.load_cpus:
+        _PINNED["load"] = {int(cpu) for cpu in args.load_cpus.split(",")}
     if args.role == "producer":
         _producer_process(args.addr, args.count, args.size)
         return 0
@@ -456,8 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in kinds if k not in KINDS] + [s for s in setups if s not in SETUPS]
     if unknown or args.count < 2 or args.repeat < 1:
         p.error(f"unknown kinds or setups {unknown}" if unknown else "need --count >= 2 and --repeat >= 1")
+    _pin("device")
+    pinned = f" (device on CPU {_PINNED['device']}, load on {_PINNED['load']})" if _PINNED else ""
     print(
-        f"{args.count:,} messages of {args.size} bytes, {args.repeat} rounds, {os.cpu_count()} CPUs; "
+        f"{args.count:,} messages of {args.size} bytes, {args.repeat} rounds, {os.cpu_count()} CPUs{pinned}; "
         f"load average at start {_load()}",
         flush=True,
     )
@@ -465,11 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     idle: list[dict[str, float]] = []
     # Round-robin over setups and kinds, so that the load of a shared machine at
     # any moment falls on every kind alike; ratios are taken within each round.
-    for _ in range(args.repeat):
+    for round_ in range(args.repeat):
         idle.append(_idle(args.count, args.size, "", ""))
+        turn = round_ % len(kinds)
         for setup in setups:
             transport = "tcp" if setup == "processes" else args.transport
-            for kind in kinds:
+            for kind in kinds[turn:] + kinds[:turn]:
                 runs[setup][kind].append(KINDS[kind](args.count, args.size, setup, transport))
     print(f"load average at end {_load()}")
     print("\n".join(_report(runs, idle, kinds)))
