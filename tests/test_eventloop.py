@@ -12,10 +12,11 @@ import gevent
 import gevent.event
 import pytest
 import zmq as pyzmq
-from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, wait_parked
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, inproc_endpoint, wait_parked
 from gevent.monkey import get_original
 
 import greenzmq as zmq
+from greenzmq._waiter import waiters_of
 from greenzmq.error import WrongThreadError
 from greenzmq.eventloop import IOLoop, PeriodicCallback, TimeoutHandle
 
@@ -552,6 +553,48 @@ def test_zmq_handler_gets_error_when_the_socket_is_closed(loop, ctx):
     with gevent.Timeout(10):
         loop.start()
     assert got == [IOLoop.ERROR]
+    loop.remove_handler(pull)
+
+
+def test_zmq_handler_follows_its_socket_to_another_thread_and_back(loop, ctx):
+    """A socket used by another thread while its handler is off moves there
+    (its old waiters are retired); turned on again, the handler moves it back
+    and listens on its current waiters, not the retired ones."""
+    pull = ctx.socket(zmq.PULL)
+    pull.linger = 0
+    pull.bind(inproc_endpoint())
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 0
+    push.connect(pull.last_endpoint)
+    got = []
+
+    def handler(sock, events):
+        got.append((events, sock.recv(zmq.DONTWAIT)))
+        loop.stop()
+
+    loop.add_handler(pull, handler, IOLoop.READ)
+    push.send(b"before")
+    with gevent.Timeout(10):
+        loop.start()
+    loop.update_handler(pull, IOLoop.NONE)  # nobody listens: the socket may move
+    before = waiters_of(pull)
+    outcome = []
+
+    def use_in_another_thread():
+        try:
+            pull.recv(zmq.DONTWAIT)
+        except zmq.Again:
+            outcome.append("moved")
+
+    t = OSThread(target=use_in_another_thread)
+    t.start()
+    t.join(THREAD_BOUND)
+    assert outcome == ["moved"] and waiters_of(pull) is not before
+    loop.update_handler(pull, IOLoop.READ)
+    push.send(b"after")
+    with gevent.Timeout(10, AssertionError("the handler did not follow its socket back")):
+        loop.start()
+    assert got == [(IOLoop.READ, b"before"), (IOLoop.READ, b"after")]
     loop.remove_handler(pull)
 
 

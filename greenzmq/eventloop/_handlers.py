@@ -192,9 +192,16 @@ class _FdHandler(_Handler):
 
 
 class _SocketHandler(_Handler):
-    """A green zmq socket, on one-shot listeners of the socket's own :class:`Waiters`."""
+    """A green zmq socket, on one-shot listeners of the socket's own :class:`Waiters`.
 
-    __slots__ = ("listening",)
+    ``waiters`` is the socket's waiters as last seen, kept so that re-arming
+    (once per dispatch) needs no lookup. It is still the socket's current one
+    while it is not closed: only :meth:`Waiters.claim` replaces a socket's
+    waiters (when the socket moves to another thread), and it retires (closes)
+    the old ones.
+    """
+
+    __slots__ = ("listening", "waiters")
 
     def __init__(
         self, sock: Any, handler: Callable, events: int, hub: Any, post: Post, report: Report
@@ -211,6 +218,7 @@ class _SocketHandler(_Handler):
             raise WrongThreadError("this zmq socket belongs to another thread's hub than this IOLoop")
         super().__init__(sock, handler, events, post, report)
         self.listening = False
+        self.waiters = waiters
 
     def arm(self) -> None:
         mask = (_POLLIN if self.events & READ else 0) | (_POLLOUT if self.events & WRITE else 0)
@@ -218,9 +226,11 @@ class _SocketHandler(_Handler):
             return
         sock = self.obj
         try:
-            waiters = waiters_of(sock)
-            if waiters.thread != get_ident():
-                waiters = waiters.claim(sock)  # used by another thread meanwhile
+            waiters = self.waiters
+            if waiters.closed or waiters.thread != get_ident():
+                # replaced (the socket moved to another thread, and maybe back),
+                # closed, or used by another thread meanwhile: as a first call would
+                waiters = self.waiters = waiters_of(sock).claim(sock)
             waiters.listen(sock, self, mask, self._fired)
         except zmq.ZMQError:  # closed: report it once
             self.busy = True
@@ -231,7 +241,7 @@ class _SocketHandler(_Handler):
     def disarm(self) -> None:
         if self.listening:
             self.listening = False
-            waiters_of(self.obj).unlisten(self)
+            self.waiters.unlisten(self)  # where it listens (nobody can claim a socket listened on)
 
     def _fired(self, zevents: int) -> None:
         self.listening = False

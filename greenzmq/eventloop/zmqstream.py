@@ -25,7 +25,7 @@ from zmq.backend import Socket as _RawSocket
 from zmq.utils import jsonapi
 
 from greenzmq._frames import checked_parts, recv_message
-from greenzmq._waiter import waiters_of
+from greenzmq._waiter import Waiters, waiters_of
 from greenzmq.eventloop.ioloop import IOLoop
 from greenzmq.socket import Socket as _GreenSocket
 
@@ -318,12 +318,13 @@ class ZMQStream:
             return
         self._handling = True
         try:
+            w = waiters_of(sock)  # once per event: the loops below run per message
             if events & _READ:
-                self._handle_recv(MAX_MESSAGES_PER_EVENT)
+                self._handle_recv(w, MAX_MESSAGES_PER_EVENT)
             # also when not reported writable: replies queued by the receive
             # callbacks usually fit right away, which saves a trip through the hub
             if self._send_queue and self.socket is not None:
-                self._handle_send(MAX_MESSAGES_PER_EVENT)
+                self._handle_send(w, MAX_MESSAGES_PER_EVENT)
         finally:
             self._handling = False
         self._rebuild_state()
@@ -337,13 +338,14 @@ class ZMQStream:
         else:
             logger.error("%r: recv failed: %s", self, exc)
 
-    def _handle_recv(self, limit: int, discard: bool = False) -> int:
+    def _handle_recv(self, w: Waiters, limit: int, discard: bool = False) -> int:
         """Receive whole messages and hand each to the receive callback; return how many.
 
         The one way the stream receives: the loop's handler calls it on each
         readiness (``limit`` :data:`MAX_MESSAGES_PER_EVENT`), :meth:`flush`
         with ``limit=1`` and ``discard=True`` (without a receive callback the
-        message is dropped, as in pyzmq). Stops without receiving while a
+        message is dropped, as in pyzmq). ``w`` is the socket's waiters,
+        looked up once by the caller. Stops without receiving while a
         greenlet is blocked in ``recv`` on the socket (it goes first: the
         stream never takes its message), when the callback is removed, when
         the socket would block, or when a callback closed the stream.
@@ -357,7 +359,6 @@ class ZMQStream:
         This loop runs once per message: it is the stream's hot path.
         """
         sock = self.socket
-        w = waiters_of(sock)
         count = 0
         while count < limit:
             callback = self._recv_callback
@@ -397,7 +398,7 @@ class ZMQStream:
                     break
         return count
 
-    def _handle_send(self, limit: int) -> int:
+    def _handle_send(self, w: Waiters, limit: int) -> int:
         """Send the queue, in order, until the socket would block; return how many.
 
         One-frame messages queued with the defaults go out through pyzmq's
@@ -407,7 +408,6 @@ class ZMQStream:
         """
         queue = self._send_queue
         sock = self.socket
-        w = waiters_of(sock)
         count = 0
         try:
             while queue and count < limit:
@@ -482,7 +482,7 @@ class ZMQStream:
         self._check_closed()
         # flush works the socket in the caller's thread: refuse another thread's
         # call before anything is taken (the stream calls pyzmq directly)
-        waiters_of(self.socket).claim(self.socket)
+        w = waiters_of(self.socket).claim(self.socket)
         if limit is not None and limit < 0:
             raise ValueError(f"flush: limit must be None or >= 0, not {limit!r}")
         count = 0
@@ -494,7 +494,7 @@ class ZMQStream:
                 self.close()
                 break
             progress = False
-            if flag & events & _POLLIN and self._handle_recv(1, discard=True):
+            if flag & events & _POLLIN and self._handle_recv(w, 1, discard=True):
                 progress = True
                 count += 1
             if (
@@ -503,7 +503,7 @@ class ZMQStream:
                 and self.socket is not None
                 and (limit is None or count < limit)
             ):
-                if self._handle_send(1):
+                if self._handle_send(w, 1):
                     progress = True
                     count += 1
             if not progress:
