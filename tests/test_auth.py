@@ -15,6 +15,7 @@ import gevent
 import gevent.event
 import pytest
 import zmq as pyzmq
+from conftest import HUB_STALL_BOUND, hub_ticker, run_until_blocked
 from zmq.utils.monitor import recv_monitor_message
 
 import greenzmq as zmq
@@ -255,16 +256,15 @@ def test_blocking_callback_blocks_only_the_authenticator(ctx, auth, certs, spawn
 
     auth.configure_curve_callback("*", Provider())
     server, url = _curve_server(ctx, certs)
-    verdict = spawn(_client_verdict, ctx, url, **_curve_client_opts(certs, "client1"))
-    assert asked.wait(HANDSHAKE_BOUND)
-    # the hub and other greenlets run while the handshake is pending
-    ticks = []
-    ticker = spawn(lambda: [ticks.append(gevent.sleep(0)) for _ in range(100)])
-    ticker.join(HANDSHAKE_BOUND)
-    assert len(ticks) == 100
-    assert not verdict.ready()
-    release.set()
-    result, _, client = verdict.get(timeout=HANDSHAKE_BOUND)
+    with hub_ticker() as ticker:
+        verdict = spawn(_client_verdict, ctx, url, **_curve_client_opts(certs, "client1"))
+        assert asked.wait(HANDSHAKE_BOUND)
+        # the callback waits on its Event: this greenlet runs on, the handshake is pending
+        assert not verdict.ready()
+        release.set()
+        result, _, client = verdict.get(timeout=HANDSHAKE_BOUND)
+    # and the hub ran throughout, from the client's start to its verdict
+    assert ticker.max_gap < HUB_STALL_BOUND, "the hub was blocked during the ZAP handshake"
     assert result == "ok"
     _roundtrip(server, client)
 
@@ -398,7 +398,8 @@ def test_context_destroyed_while_a_callback_blocks(certs, spawn, caplog):
     with caplog.at_level(logging.DEBUG, logger="zmq.auth"):
         with gevent.Timeout(HANDSHAKE_BOUND, AssertionError("context did not terminate")):
             destroyer = spawn(c.destroy, linger=0)
-            gevent.sleep(0)  # destroy closes the sockets, then waits for term in the threadpool
+            run_until_blocked()  # destroy closes the sockets, then waits for term in a native thread
+            assert server.closed and client.closed and a.zap_socket.closed
             release.set()
             glet.join()
             destroyer.join()
