@@ -428,7 +428,7 @@ for _ in range(30):
             s.recv()
         except zmq.Again:
             pass
-        gevent.sleep(0)
+        gevent.sleep(0)     # a hub turn: a watcher left on a reused fd would fire here
         s.close()
     ctx.destroy(0)
 print('OK')
