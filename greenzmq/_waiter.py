@@ -123,8 +123,10 @@ first (one comparison: the owner pays nothing else). Another thread goes to
 :meth:`Waiters.claim`, which raises :class:`WrongThreadError` if a greenlet
 of the owner waits on the socket (two threads using it at the same time, which
 libzmq forbids), and otherwise moves it: a *fresh* :class:`Waiters` bound to
-the caller's hub replaces ``sock._waiters``. The former owner keeps the old
-object, retired (closed, disarmed), so that code of the old hub still in
+the caller's hub replaces ``sock._waiters`` (the only place that replaces
+it: code that keeps a socket's waiters, as the event loop's handlers do, may
+rely on the ones it holds being ``closed`` once they are no longer the
+socket's). The former owner keeps the old object, retired (closed, disarmed), so that code of the old hub still in
 flight (a lazily kept watcher firing, a service pass suspended in a greenlet
 it served) only ever reads that object and stops; it closes the old watcher
 in its own loop (a libev watcher may only be touched by its loop's thread).

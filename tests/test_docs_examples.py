@@ -57,16 +57,7 @@ TIMEOUT = 30.0
 #: in the comment. ``snippet`` is a piece of code that occurs in exactly one
 #: python block of the page. An entry that matches no block, several blocks, or
 #: a block that has a marker of its own fails :func:`test_markers_are_valid`.
-PENDING_MARKERS: dict[str, dict[str, str]] = {
-    # the page builds one session (ctx, a, b) step by step
-    "docs/serialization.md": {
-        'ctx.codec = "msgpack"': "continue",
-        'ctx.register_codec("gzip", Gzip)': "continue",
-        "A = np.arange(12.0).reshape(3, 4)": "continue",
-        'a.send(b"{not json")': "continue",
-        "ctx.allow_pickle = False\na.send_pyobj": "continue",
-    },
-}
+PENDING_MARKERS: dict[str, dict[str, str]] = {}
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)")
 _COMMENT = re.compile(r"^\s*<!--\s*(?P<text>.*?)\s*-->\s*$")
