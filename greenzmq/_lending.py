@@ -86,6 +86,7 @@ nothing else), so that ``Context.term()`` ends a paused device too.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any
 
@@ -127,7 +128,7 @@ _UINT64 = struct.Struct("=Q")
 #: microseconds; the bound only keeps a broken libzmq from hanging a PAUSE.
 PROBE_BOUND_MS = 10_000
 
-_control_names = iter(range(1 << 62))
+_control_names = itertools.count()  # makes each private control endpoint unique
 
 
 class _Run:
