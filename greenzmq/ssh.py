@@ -57,6 +57,11 @@ CHUNK = 32768
 #: How long (s) the SSH server may take to open one forwarded channel before
 #: that local connection is dropped (zmq then reconnects on its own).
 CHANNEL_OPEN_TIMEOUT = 30.0
+#: How long (s) connecting to the SSH server, its banner and authentication
+#: may take when a tunnel opens. pyzmq's ``timeout`` argument is the tunnel's
+#: idle lifetime (``ssh -f ... sleep timeout``), a different thing: a tunnel
+#: meant to live 0.2 s unused must not give its handshake only 0.2 s.
+CONNECT_TIMEOUT = 30.0
 #: Environment variable pyzmq reads to pick paramiko's missing-host-key
 #: policy by name ("AutoAdd", "Reject", "Warning"); honoured here too.
 HOST_KEY_POLICY_ENV = "PYZMQ_PARAMIKO_HOST_KEY_POLICY"
@@ -373,8 +378,9 @@ def paramiko_tunnel(
         agent are tried too, as pyzmq does. Unlike pyzmq, nobody is prompted:
         failed authentication raises :class:`paramiko.AuthenticationException`.
     timeout : float or None
-        Bounds (s) the connection and authentication, and is the tunnel's
-        minimum lifetime (see :class:`Tunnel`). ``None``: no bound, no expiry.
+        The tunnel's minimum lifetime (see :class:`Tunnel`), as pyzmq's;
+        ``None``: no expiry. Connecting and authenticating are bounded by
+        :data:`CONNECT_TIMEOUT` instead.
     known_hosts : str, optional
         A known_hosts file checked besides the system one (default
         ``~/.ssh/known_hosts`` when it exists).
@@ -391,7 +397,7 @@ def paramiko_tunnel(
     ``OSError``) when the server cannot be reached or refuses; nothing is left
     listening then.
     """
-    client = _connect(server, keyfile, password, timeout, known_hosts, host_key_policy)
+    client = _connect(server, keyfile, password, CONNECT_TIMEOUT, known_hosts, host_key_policy)
     try:
         return Tunnel(client, (remoteip, rport), timeout, lport)
     except BaseException:

@@ -65,21 +65,22 @@ def echo(ctx, spawn):
     return f"tcp://127.0.0.1:{port}"
 
 
-@pytest.fixture
-def relay(sshd, tmp_path):
-    """A TCP relay to sshd whose pumps are greenlets of this hub.
+def _relay(sshd, tmp_path, first_reply_delay=0.0):
+    """Start a TCP relay to sshd whose pumps are greenlets of this hub; return
+    ``(stream_server, server, known_hosts)`` to open tunnels through it.
 
-    Yields ``(server, known_hosts)`` to open tunnels through it: the SSH
-    handshakes' bytes then travel through this hub, so an opener that blocked
-    the hub while it waits for its handshake could never finish.
-    """
+    ``first_reply_delay`` holds the server's first bytes (its banner) back that
+    long: a slow network, with real sockets."""
 
-    def pump(src, dst):
+    def pump(src, dst, delay=0.0):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if delay:
+                    gevent.sleep(delay)  # time is the subject: a slow first reply
+                    delay = 0.0
                 dst.sendall(data)
         except OSError:
             pass
@@ -90,7 +91,7 @@ def relay(sshd, tmp_path):
     def handle(client, _address):
         upstream = socket.create_connection((sshd.host, sshd.port))
         try:
-            back = gevent.spawn(pump, upstream, client)
+            back = gevent.spawn(pump, upstream, client, first_reply_delay)
             pump(client, upstream)
             back.join()
         finally:
@@ -99,12 +100,37 @@ def relay(sshd, tmp_path):
     server = StreamServer(("127.0.0.1", 0), handle)
     server.start()
     # the host key, as known for the relay's address
-    known_hosts = tmp_path / "relay_known_hosts"
+    known_hosts = tmp_path / f"relay_known_hosts_{server.server_port}"
     with open(sshd.known_hosts) as f:
         entry = f.read()
     known_hosts.write_text(entry.replace(f"[127.0.0.1]:{sshd.port}", f"[127.0.0.1]:{server.server_port}"))
-    yield f"{sshd.user}@127.0.0.1:{server.server_port}", str(known_hosts)
-    server.stop(timeout=TUNNEL_BOUND)
+    return server, f"{sshd.user}@127.0.0.1:{server.server_port}", str(known_hosts)
+
+
+@pytest.fixture
+def relay(sshd, tmp_path):
+    """A TCP relay to sshd whose pumps are greenlets of this hub.
+
+    Yields ``(server, known_hosts)`` to open tunnels through it: the SSH
+    handshakes' bytes then travel through this hub, so an opener that blocked
+    the hub while it waits for its handshake could never finish.
+    """
+    stream_server, server, known_hosts = _relay(sshd, tmp_path)
+    yield server, known_hosts
+    stream_server.stop(timeout=TUNNEL_BOUND)
+
+
+#: How late the slow relay delivers sshd's banner: far past the tunnel
+#: lifetime of the test below, well within CONNECT_TIMEOUT.
+SLOW_BANNER = 0.2
+
+
+@pytest.fixture
+def slow_relay(sshd, tmp_path):
+    """:func:`relay`, with sshd's first reply held back :data:`SLOW_BANNER` seconds."""
+    stream_server, server, known_hosts = _relay(sshd, tmp_path, SLOW_BANNER)
+    yield server, known_hosts
+    stream_server.stop(timeout=TUNNEL_BOUND)
 
 
 @pytest.fixture
@@ -317,6 +343,21 @@ def test_timeout_expires_unused_tunnel(sshd, opts):
     assert tunnel.join(TUNNEL_BOUND), f"an unused tunnel outlived its timeout: {_live(tunnel)}"
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(tunnel.local_address).close()
+
+
+def test_short_lifetime_does_not_cut_the_handshake(ctx, sshd, opts, echo, slow_relay):
+    """``timeout`` is the tunnel's idle lifetime, as pyzmq's: a tunnel meant to
+    live 50 ms unused still gets a whole SSH handshake over a slow network
+    (bounded by CONNECT_TIMEOUT), and then serves the connection made through it."""
+    server, known_hosts = slow_relay
+    req = _req(ctx)
+    opts = {**opts, "known_hosts": known_hosts}
+    tunnel = ssh.tunnel_connection(req, echo, server, timeout=SLOW_BANNER / 4, **opts)
+    with gevent.Timeout(TUNNEL_BOUND):
+        req.send(b"x")
+        assert req.recv() == b"x"
+    req.close()
+    assert tunnel.join(TUNNEL_BOUND), f"tunnel did not close after its last connection ended: {_live(tunnel)}"
 
 
 def test_timeout_waits_for_last_connection(ctx, sshd, opts, echo):
