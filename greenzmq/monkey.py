@@ -128,7 +128,7 @@ class GreenAlias(types.ModuleType):
         value = getattr(greenzmq, name, _MISSING)
         if value is _MISSING:
             return getattr(self._greenzmq_real, name)
-        if isinstance(value, types.ModuleType):
+        if isinstance(value, types.ModuleType) and name not in _SWAPPED:
             # submodules are the original package's (zmq.auth, not greenzmq.auth),
             # except greenzmq's exported ones (``error``) that the original lacks
             real_value = getattr(self._greenzmq_real, name, _MISSING)

@@ -23,15 +23,17 @@ def test_every_public_name_of_pyzmq_is_here():
 def test_blocking_names_are_green():
     from greenzmq import context, poll, socket
 
-    # greenzmq.device is the function (as zmq.device is); the module is in sys.modules
+    # greenzmq.device is the module of the device functions, callable as zmq.device is
     device = importlib.import_module("greenzmq.device")
 
     assert greenzmq.Context is context.Context and issubclass(greenzmq.Context, plainzmq.Context)
     assert greenzmq.Socket is socket.Socket and issubclass(greenzmq.Socket, plainzmq.Socket)
     assert greenzmq.Poller is poll.Poller and issubclass(greenzmq.Poller, plainzmq.Poller)
-    assert greenzmq.select is poll.select
+    assert greenzmq.select is poll.select and greenzmq.zmq_poll is poll.zmq_poll
+    assert greenzmq.zmq_poll is not plainzmq.zmq_poll
     assert greenzmq.SyncContext is greenzmq.Context and greenzmq.SyncSocket is greenzmq.Socket
-    for name in ("device", "proxy", "proxy_steerable"):
+    assert greenzmq.device is device and callable(device) and device.device is not plainzmq.device
+    for name in ("proxy", "proxy_steerable"):
         assert getattr(greenzmq, name) is getattr(device, name) is not getattr(plainzmq, name)
 
 

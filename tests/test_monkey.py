@@ -156,6 +156,11 @@ def test_patch_zmq_makes_plain_pyzmq_code_green(libdir, when):
         import zmq
         assert m.is_patched("zmq") and m.is_patched("zmq.green")
         assert zmq.Context is greenzmq.Context and plainlib.zmq is zmq and plainlib.Context is greenzmq.Context
+        # the blocking functions are greenzmq's (greenzmq.device is a callable module)
+        import zmq.green
+        for alias in (zmq, zmq.green):
+            assert alias.device is greenzmq.device and alias.proxy is greenzmq.proxy
+            assert alias.zmq_poll is greenzmq.zmq_poll and alias.select is greenzmq.select
         rep, req = plainlib.make_socket(zmq.REP), plainlib.make_socket(zmq.REQ)
         assert type(rep) is greenzmq.Socket
         port = rep.bind_to_random_port("tcp://127.0.0.1")
