@@ -89,16 +89,16 @@ class Context(SerializingContextMixin, zmq.Context[_SocketType]):
                 warnings.warn(
                     f"Destroying context with unclosed socket {s}", ResourceWarning, stacklevel=3, source=s
                 )
-            if linger is not None:
-                s.setsockopt(zmq.LINGER, linger)
+            # close(linger) sets LINGER as it closes (after ending a device
+            # that holds the socket: the option cannot be set while it runs)
             w = waiters_of(s)
             if w is None:
-                s.close()
+                s.close(linger)
             elif w.thread == me or not w._busy():
                 # ours, or nobody waits on it: it may be closed from this thread
-                s._close(None, _terminated_error)
+                s._close(linger, _terminated_error)
             else:
                 # a greenlet of another thread waits on it: that thread's hub
                 # closes it and wakes the greenlet with ContextTerminated
-                w.loop.run_callback_threadsafe(s._close, None, _terminated_error)
+                w.loop.run_callback_threadsafe(s._close, linger, _terminated_error)
         self.term()

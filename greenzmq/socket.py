@@ -71,8 +71,13 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
     * ``close()`` wakes every greenlet waiting on the socket with
       :class:`zmq.ZMQError` (``ENOTSOCK``); context termination wakes them with
       :class:`zmq.ContextTerminated`.
-    * The socket belongs to the hub of the OS thread that created it; a call
-      from another thread raises :class:`greenzmq.error.WrongThreadError`.
+    * Ownership follows use: the socket belongs to the hub of the OS thread
+      that uses it, and moves to another thread that calls it while no
+      greenlet waits on it (libzmq allows a socket to migrate between threads).
+      A call from another thread while a greenlet waits on it raises
+      :class:`greenzmq.error.WrongThreadError` without touching the socket;
+      any call on a socket lent to a running device raises
+      :class:`greenzmq.error.SocketLentError`.
     * A green shadow of another socket (``Socket(shadow=other)``) may be used
       alongside it, but the original must not be closed while greenlets
       wait on the shadow (close the shadow first).
@@ -328,7 +333,12 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
         ``RCVTIMEO`` and ``SNDTIMEO`` are honoured by the green waits (their
         values are kept on the socket, so each wait does not ask libzmq).
+        Like every call that reaches libzmq, it is made by the socket's owner
+        (another thread takes the socket over if nobody waits on it, see
+        :class:`Socket`), and refused while a device holds the socket.
         """
+        if self._waiters is not None:  # (pyzmq sets options while __init__ runs)
+            self._owned()
         _raw_set(self, option, optval)
         if option == _RCVTIMEO:
             self._rcvtimeo = _raw_get(self, _RCVTIMEO)
@@ -336,6 +346,35 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
             self._sndtimeo = _raw_get(self, _SNDTIMEO)
 
     setsockopt = set
+
+    # Endpoints and monitoring change the socket in libzmq like any other call:
+    # made by the owning thread, refused on a socket a device holds (they are
+    # not blocking calls, but the socket must not be touched from two threads).
+
+    def bind(self, addr: str) -> Any:
+        """As :meth:`zmq.Socket.bind` (a context manager that unbinds)."""
+        self._owned()
+        return super().bind(addr)
+
+    def connect(self, addr: str) -> Any:
+        """As :meth:`zmq.Socket.connect` (a context manager that disconnects)."""
+        self._owned()
+        return super().connect(addr)
+
+    def unbind(self, addr: str | bytes) -> None:
+        """As :meth:`zmq.Socket.unbind`."""
+        self._owned()
+        super().unbind(addr)
+
+    def disconnect(self, addr: str | bytes) -> None:
+        """As :meth:`zmq.Socket.disconnect`."""
+        self._owned()
+        super().disconnect(addr)
+
+    def monitor(self, addr: str | bytes | None, events: int = zmq.EVENT_ALL) -> None:
+        """As :meth:`zmq.Socket.monitor` (``get_monitor_socket`` goes through it)."""
+        self._owned()
+        super().monitor(addr, events)
 
     def close(self, linger: int | None = None) -> None:
         """Close the socket, waking every waiting greenlet with ENOTSOCK.

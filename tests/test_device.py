@@ -376,6 +376,12 @@ def test_green_calls_on_lent_sockets_raise_socket_lent_error_naming_the_device(c
         "poll": lambda s: s.poll(0),
         "EVENTS": lambda s: s.get(zmq.EVENTS),
         "Poller": lambda s: _poll_one(s),
+        "setsockopt": lambda s: s.setsockopt(zmq.SNDHWM, 10),
+        "bind": lambda s: s.bind(inproc_endpoint()),
+        "connect": lambda s: s.connect(inproc_endpoint()),
+        "unbind": lambda s: s.unbind(s.last_endpoint),
+        "disconnect": lambda s: s.disconnect("inproc://nowhere"),
+        "monitor": lambda s: s.monitor(inproc_endpoint()),
     }
     for sock in (fe, be):
         for name, call in calls.items():
