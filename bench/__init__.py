@@ -1,6 +1,6 @@
 """greenzmq's benchmarks: competitors run side by side, one worker process each.
 
-* ``python bench/bench_core.py`` -- issue 2's core comparison (greenzmq,
+* ``python bench/bench_core.py`` -- the core comparison (greenzmq,
   ``zmq.green``, the single-thread ceiling), under a minute.
 * ``python -m bench`` -- the full suite (more workloads and competitors, a
   Markdown report and a PNG chart); ``--quick`` for a smoke run.

@@ -1,4 +1,4 @@
-"""greenzmq's core speed vs pyzmq's zmq.green and the single-thread ceiling (issue 2).
+"""greenzmq's core speed vs pyzmq's zmq.green and the single-thread ceiling.
 
 Run from the repository root::
 
@@ -36,12 +36,12 @@ from bench.report import Target, machine, rate_table, targets_table  # noqa: E40
 __all__ = ["COMPETITORS", "cases", "targets", "main"]
 
 COMPETITORS = ["greenzmq", "zmq.green", "ceiling"]
-#: Message size of every workload, as issue 2 asks.
+#: Message size of every workload: small messages, where per-call overhead shows.
 MESSAGE_SIZE = 100
 
 
 def cases(messages: int, round_trips: int, clients: int, requests: int, transport: str) -> list[Case]:
-    """Issue 2's three workloads (plus the external-peer round trip) with the given sizes."""
+    """The three core workloads (plus the external-peer round trip) with the given sizes."""
     return [
         Case(
             f"push_pull/{MESSAGE_SIZE}B/{transport}",
@@ -74,7 +74,7 @@ def cases(messages: int, round_trips: int, clients: int, requests: int, transpor
 
 
 def targets(all_cases: list[Case]) -> list[Target]:
-    """Issue 2's targets for greenzmq."""
+    """The core's targets for greenzmq."""
     push, rtt, peer, fan = (c.key for c in all_cases)
     return [
         Target("throughput ≥ 0.70× ceiling", push, "greenzmq", "ceiling", 0.70),

@@ -1,4 +1,4 @@
-"""ZMQStream on greenzmq's hub-native IOLoop vs the plain green socket loop (issue 5).
+"""ZMQStream on greenzmq's hub-native IOLoop vs the plain green socket loop.
 
 Run from the repository root::
 
@@ -17,7 +17,7 @@ round (so machine load hits both alike):
   whole messages with ``recv_multipart`` (which a stream must do).
 
 It prints each rate (median [min, max]) and the ratio stream / green socket,
-the median of the per-round ratios. Issue 5's target: ≥ 0.80. When tornado is
+the median of the per-round ratios. The target: ≥ 0.80. When tornado is
 installed (``pip install tornado``), pyzmq's own ZMQStream on tornado's IOLoop
 runs the same two workloads in the same rounds, as a reference: what code
 ported from ``zmq.eventloop`` ran at before.
@@ -45,7 +45,7 @@ __all__ = ["stream_req_rep", "stream_push_pull", "green_push_pull_multipart", "m
 
 #: Message size, as in the core benchmark.
 MESSAGE_SIZE = 100
-#: Issue 5's target for both workloads: stream rate / green socket rate.
+#: The target for both workloads: stream rate / green socket rate.
 TARGET_RATIO = 0.80
 
 GREEN = Runtime(

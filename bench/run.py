@@ -1,4 +1,4 @@
-"""The full benchmark suite (issue 8): every competitor, every workload, one run.
+"""The full benchmark suite: every competitor, every workload, one run.
 
 Run from the repository root::
 
@@ -155,7 +155,7 @@ def cases(z: dict[str, float]) -> list[Case]:
 
 
 def targets() -> list[Target]:
-    """Issue 8's targets for greenzmq."""
+    """The suite's targets for greenzmq."""
     push = f"push_pull/{SMALL}/tcp"
     return [
         Target("one-way throughput ≥ 0.70× ceiling (100 B, tcp)", push, "greenzmq", "ceiling", 0.70),

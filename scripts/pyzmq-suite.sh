@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run pyzmq's own public test suite against greenzmq (issue 14).
+# Run pyzmq's own public test suite against greenzmq.
 #
 #   scripts/pyzmq-suite.sh          # after: pip install ".[test]"
 #

@@ -1,4 +1,4 @@
-"""Bad input everywhere (issue 9, item 6): every decoder, fed arbitrary bytes and
+"""Bad input everywhere: every decoder, fed arbitrary bytes and
 frame shapes, returns a value or raises the one documented
 :class:`greenzmq.DeserializationError`, never hangs or crashes, and the socket
 stays usable (the next good message arrives intact). Invalid arguments raise

@@ -23,7 +23,7 @@ from bench.report import Target, paired_ratio, summary, targets_table  # noqa: E
 #: Bound on one CLI smoke run (a few seconds normally; generous for a loaded CI box).
 CLI_BOUND = 150
 
-#: The suite's own smoke mode (issue 8: "--quick ... runs in CI as a smoke test").
+#: The suite's own smoke mode (--quick: every workload, small sizes, as a smoke test in CI).
 QUICK_SUITE = ["--quick", "--timeout", "60", "--quiet"]
 
 

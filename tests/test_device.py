@@ -333,7 +333,7 @@ def test_socket_made_by_another_thread_moves_to_the_device(ctx, spawn):
 # -- lending: libzmq's proxy runs on the caller's sockets in a native thread ------------
 
 
-#: Close-while-forwarding rounds (issue 15: "200 times in a loop with traffic flowing").
+#: Close-while-forwarding rounds (200 closes in a loop with traffic flowing).
 CLOSE_ROUNDS = 200
 #: PAUSE/RESUME cycles under traffic: each has one chance for a forward to slip
 #: between libzmq's last count and its end, so several make a miss likely.

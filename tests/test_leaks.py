@@ -1,4 +1,4 @@
-"""Leaks (issue 9, item 7): opening and closing 10,000 green sockets and 10,000
+"""Leaks: opening and closing 10,000 green sockets and 10,000
 green Pollers returns the process to its baseline of open fds, active hub
 watchers and live greenlets; a closed ZMQStream and a stopped background
 green device release everything they held.

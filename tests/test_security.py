@@ -1,4 +1,4 @@
-"""Security (issue 9, item 8): CURVE-encrypted traffic under load loses,
+"""Security: CURVE-encrypted traffic under load loses,
 duplicates and corrupts nothing; with the green authenticator
 (:class:`greenzmq.auth.GreenAuthenticator`), a CURVE server refuses a client
 whose key it does not know, while its authorised clients keep exchanging
