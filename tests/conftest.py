@@ -85,6 +85,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+class ReversedCodec:
+    """A custom codec for the codec tests: any object with ``dumps``/``loads`` is one."""
+
+    @staticmethod
+    def dumps(obj):
+        return str(obj).encode()[::-1]
+
+    @staticmethod
+    def loads(data):
+        return bytes(data)[::-1].decode()
+
+
 class HubTicker:
     """A greenlet that ticks every :data:`TICK_INTERVAL` while the ``with`` block runs.
 

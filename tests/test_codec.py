@@ -11,6 +11,7 @@ import zlib
 
 import msgpack
 import pytest
+from conftest import ReversedCodec as Reversed
 
 import greenzmq
 from greenzmq import codec, serialize
@@ -37,18 +38,6 @@ def _codec_or_skip(name):
     except LookupError:
         pytest.skip(f"{name}: an optional compressor is not installed")
     return name
-
-
-class Reversed:
-    """A custom codec: any object with dumps/loads."""
-
-    @staticmethod
-    def dumps(obj):
-        return str(obj).encode()[::-1]
-
-    @staticmethod
-    def loads(data):
-        return bytes(data)[::-1].decode()
 
 
 class Upper:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import zmq as pyzmq
 from conftest import TERM_BOUND, WAKE_BOUND, inproc_endpoint
+from conftest import ReversedCodec as Reversed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -181,18 +182,6 @@ def test_sockets_inherit_the_context_codec_live_and_can_override(ctx, pair):
     assert ctx.codec == "msgpack"
     with pytest.raises(AttributeError):
         ctx.no_such_thing = 1  # pyzmq's AttributeSetter is intact: unknown names are not stored
-
-
-class Reversed:
-    """A custom codec: any object with dumps/loads."""
-
-    @staticmethod
-    def dumps(obj):
-        return str(obj).encode()[::-1]
-
-    @staticmethod
-    def loads(data):
-        return bytes(data)[::-1].decode()
 
 
 def test_register_a_codec_per_context_and_globally(ctx, pair):
