@@ -60,6 +60,7 @@ def recv_message(sock: Any, flags: int, copy: bool, track: bool) -> list[Any]:
     # libzmq delivers multipart messages atomically: once the first frame is
     # here, the rest are too, so the later recvs never raise Again.
     frame = _raw_recv(sock, flags, False, track and not copy)
+    parts: list[Any]
     if copy:
         parts = [frame.bytes]
         while frame.more:

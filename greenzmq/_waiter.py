@@ -166,7 +166,9 @@ from greenzmq.error import ForkedSocketError, SocketLentError, WrongThreadError
 __all__ = ["Waiters", "PARTIAL", "socket_fd", "drain_fd", "waiters_of"]
 
 
-_raw_get = _RawSocket.get
+#: pyzmq types every option's value as ``int | bytes``; the options read
+#: through this one (EVENTS, FD, THREAD_SAFE) are ints.
+_raw_get: Callable[[_RawSocket, int], Any] = _RawSocket.get
 _EVENTS = int(zmq.EVENTS)
 _FD = int(zmq.FD)
 _THREAD_SAFE = int(zmq.THREAD_SAFE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
 
 import zmq
 from zmq.backend import Socket as _RawSocket
@@ -23,12 +23,18 @@ from greenzmq.poll import Poller
 from greenzmq.serialize import SerializingSocketMixin
 from greenzmq.tracker import green_tracker
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+    from zmq.sugar.socket import _SocketContext
+
 __all__ = ["Socket"]
 
 _raw_send = _RawSocket.send
 _raw_recv = _RawSocket.recv
 _raw_recv_into = _RawSocket.recv_into
-_raw_get = _RawSocket.get
+#: pyzmq types every option's value as ``int | bytes``; the options read
+#: through this one (RCVTIMEO, SNDTIMEO, RCVMORE, EVENTS) are ints.
+_raw_get: Callable[[_RawSocket, int], Any] = _RawSocket.get
 _raw_set = _RawSocket.set
 _sugar_send = zmq.Socket.send
 
@@ -85,12 +91,42 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     _repr_cls = "greenzmq.Socket"
     _poller_class = Poller
-    _waiters: Waiters | None = None
+    if TYPE_CHECKING:
+        # set by __init__, and never unset (close() leaves it, closed)
+        _waiters: Waiters
+    else:
+        # the class default, seen only while pyzmq's __init__ runs (it calls set())
+        _waiters = None
     # RCVTIMEO/SNDTIMEO (ms), cached: read on every wait, changed through set()
     _rcvtimeo: int = -1
     _sndtimeo: int = -1
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    # The @overload signatures in this class are pyzmq's (zmq/sugar/socket.py and
+    # zmq/backend/__init__.pyi), copied so that a green socket type-checks exactly as
+    # a pyzmq one (copy=False gives Frames, a Frame or copy=False gives a tracker);
+    # the runtime implementation under each is greenzmq's.
+
+    @overload
+    def __init__(
+        self: Socket[bytes],
+        ctx_or_socket: zmq.Context[Any],
+        socket_type: int,
+        *,
+        copy_threshold: int | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Socket[bytes],
+        *,
+        shadow: zmq.Socket[Any] | int,
+        copy_threshold: int | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Socket[bytes],
+        ctx_or_socket: zmq.Socket[Any],
+    ) -> None: ...
+    def __init__(self: Socket[Any], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiters = Waiters(*socket_fd(self))
         if self._shadow:
@@ -107,6 +143,57 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     # -- sending -------------------------------------------------------------------
 
+    @overload  # type: ignore[override]  # as pyzmq's own: its backend's send has no routing_id, group
+    def send(  # data: Buffer, copy=True (default)
+        self,
+        data: Buffer,
+        flags: int = 0,
+        copy: Literal[True] = True,
+        track: bool = False,
+        routing_id: int | None = None,
+        group: str | None = None,
+    ) -> None: ...
+    @overload  # data: Buffer, copy=False (keyword)
+    def send(
+        self,
+        data: Buffer,
+        flags: int = 0,
+        *,
+        copy: Literal[False],
+        track: bool = False,
+        routing_id: int | None = None,
+        group: str | None = None,
+    ) -> zmq.MessageTracker: ...
+    @overload  # data: Buffer, copy=False (positional)
+    def send(
+        self,
+        data: Buffer,
+        flags: int,
+        copy: Literal[False],
+        track: bool = False,
+        routing_id: int | None = None,
+        group: str | None = None,
+    ) -> zmq.MessageTracker: ...
+    @overload  # data: Buffer, copy=True|False (pyzmq's mypy bug workaround)
+    def send(
+        self,
+        data: Buffer,
+        flags: int,
+        copy: bool = True,
+        track: bool = False,
+        routing_id: int | None = None,
+        group: str | None = None,
+    ) -> zmq.MessageTracker | None: ...
+    @overload  # data: Frame
+    def send(
+        self,
+        data: zmq.Frame,
+        flags: int = 0,
+        copy: bool = True,
+        track: bool = False,
+        routing_id: int | None = None,
+        group: str | None = None,
+    ) -> zmq.MessageTracker: ...
     def send(
         self,
         data: Any,
@@ -181,7 +268,7 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     def send_multipart(
         self,
-        msg_parts: Sequence[Any],
+        msg_parts: Sequence[zmq.Frame | Buffer],
         flags: int = 0,
         copy: bool = True,
         track: bool = False,
@@ -208,7 +295,15 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     # -- receiving -----------------------------------------------------------------
 
-    def recv(self, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
+    @overload  # copy=True (default)
+    def recv(self, flags: int = 0, copy: Literal[True] = True, track: bool = False) -> bytes: ...
+    @overload  # copy=False (keyword)
+    def recv(self, flags: int = 0, *, copy: Literal[False], track: bool = False) -> zmq.Frame: ...
+    @overload  # copy=False (positional)
+    def recv(self, flags: int, copy: Literal[False], track: bool = False) -> zmq.Frame: ...
+    @overload  # copy=True|False (pyzmq's mypy bug workaround)
+    def recv(self, flags: int = 0, copy: bool = True, track: bool = False) -> bytes | zmq.Frame: ...
+    def recv(self, flags: int = 0, copy: bool = True, track: bool = False) -> bytes | zmq.Frame:
         """Receive one frame, blocking only this greenlet until one arrives.
 
         Same parameters, return value and exceptions as :meth:`zmq.Socket.recv`.
@@ -244,6 +339,20 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
         attempt = partial(receive, self, flags | _DONTWAIT, copy, track)
         return w.wait_after_attempt(self, w.readers, attempt, self._rcvtimeo)
 
+    @overload  # copy=True (default)
+    def recv_multipart(
+        self, flags: int = 0, copy: Literal[True] = True, track: bool = False
+    ) -> list[bytes]: ...
+    @overload  # copy=False (keyword)
+    def recv_multipart(
+        self, flags: int = 0, *, copy: Literal[False], track: bool = False
+    ) -> list[zmq.Frame]: ...
+    @overload  # copy=False (positional)
+    def recv_multipart(self, flags: int, copy: Literal[False], track: bool = False) -> list[zmq.Frame]: ...
+    @overload  # copy=True|False (pyzmq's mypy bug workaround)
+    def recv_multipart(
+        self, flags: int, copy: bool, track: bool = False
+    ) -> list[bytes] | list[zmq.Frame]: ...
     def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> list[Any]:
         """Receive a whole multipart message, blocking only this greenlet.
 
@@ -269,7 +378,7 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
         attempt = partial(recv_message, self, flags | _DONTWAIT, copy, track)
         return self._blocking(w, w.readers, _RCVTIMEO, attempt, flags)
 
-    def recv_into(self, buffer: Any, /, *, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Buffer, /, *, nbytes: int = 0, flags: int = 0) -> int:
         """Receive one frame into ``buffer``, blocking only this greenlet.
 
         Same parameters, return value and exceptions as
@@ -313,7 +422,7 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     # -- options and closing -----------------------------------------------------------
 
-    def get(self, option: int) -> Any:
+    def get(self, option: int) -> int | bytes:
         """Get a socket option, as :meth:`zmq.Socket.get`.
 
         Reading ``EVENTS`` consumes the socket's fd signal, so when greenlets
@@ -328,7 +437,7 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     getsockopt = get
 
-    def set(self, option: int, optval: Any) -> None:
+    def set(self, option: int, optval: int | bytes) -> None:
         """Set a socket option, as :meth:`zmq.Socket.set`.
 
         ``RCVTIMEO`` and ``SNDTIMEO`` are honoured by the green waits (their
@@ -351,12 +460,12 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
     # made by the owning thread, refused on a socket a device holds (they are
     # not blocking calls, but the socket must not be touched from two threads).
 
-    def bind(self, addr: str) -> Any:
+    def bind(self, addr: str) -> _SocketContext[Self]:  # type: ignore[override]  # as pyzmq's own: its backend's returns None
         """As :meth:`zmq.Socket.bind` (a context manager that unbinds)."""
         self._owned()
         return super().bind(addr)
 
-    def connect(self, addr: str) -> Any:
+    def connect(self, addr: str) -> _SocketContext[Self]:  # type: ignore[override]  # as bind
         """As :meth:`zmq.Socket.connect` (a context manager that disconnects)."""
         self._owned()
         return super().connect(addr)
