@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import zmq
 from gevent import getcurrent
@@ -52,6 +52,19 @@ class Context(SerializingContextMixin, zmq.Context[_SocketType]):
     # greenzmq's own singleton (pyzmq's lives on zmq.Context)
     _instance: Any = None
     _instance_pid: int | None = None
+
+    if TYPE_CHECKING:
+        # pyzmq's constructor (inherited, not overridden), typed as pyzmq types it
+        # (zmq/sugar/context.py) but with greenzmq's classes: ``greenzmq.Context()`` is
+        # a ``greenzmq.Context[greenzmq.Socket[bytes]]``, as ``zmq.Context()`` is a
+        # ``zmq.Context[zmq.Socket[bytes]]``.
+        @overload
+        def __init__(self: Context[Socket[bytes]], io_threads: int = 1) -> None: ...
+        @overload
+        def __init__(self: Context[Socket[bytes]], io_threads: zmq.Context[Any], /) -> None: ...
+        @overload
+        def __init__(self: Context[Socket[bytes]], *, shadow: zmq.Context[Any] | int) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     def term(self) -> None:
         """Terminate the context, blocking only the calling greenlet.

@@ -13,13 +13,17 @@ poller costs no CPU.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import zmq
 from gevent.hub import Waiter, get_hub
 
 from greenzmq._native import get_ident
 from greenzmq._waiter import drain_fd, socket_fd, waiters_of
+
+if TYPE_CHECKING:
+    from _typeshed import HasFileno
+    from zmq.backend import Socket as _RawSocket
 
 __all__ = ["Poller", "select", "zmq_poll"]
 
@@ -220,6 +224,15 @@ class Poller(zmq.Poller):
         return fired
 
 
+# pyzmq's two signatures (zmq/backend/__init__.pyi), with the timeouts Poller.poll takes
+@overload
+def zmq_poll(
+    sockets: Sequence[tuple[_RawSocket, int]], timeout: int | float | None = -1
+) -> list[tuple[_RawSocket, int]]: ...
+@overload
+def zmq_poll(
+    sockets: Sequence[tuple[int | HasFileno, int]], timeout: int | float | None = -1
+) -> list[tuple[int, int]]: ...
 def zmq_poll(sockets: Sequence[tuple[Any, int]], timeout: int | float | None = -1) -> list[tuple[Any, int]]:
     """Green :func:`zmq.zmq_poll`: same arguments (``(socket_or_fd, flags)`` pairs, ms) and result.
 

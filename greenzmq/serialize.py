@@ -25,7 +25,7 @@ import codecs
 import json
 import pickle
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from zmq.utils import jsonapi
@@ -41,6 +41,18 @@ from greenzmq.codec import (
     loads,
     register_codec,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
+    #: What ``recv_json`` returns, as pyzmq types it (``zmq.sugar.socket._JSON``).
+    _JSON: TypeAlias = dict[str, Any] | list[Any] | str | float
+
+    #: For type checkers, the socket mixin is the socket it is mixed into (its methods
+    #: call the socket's context, send and recv); at run time it is a plain mixin.
+    _SocketMixinBase: TypeAlias = zmq.Socket[Any]
+else:
+    _SocketMixinBase = object
 
 __all__ = [
     "Codec",
@@ -200,7 +212,7 @@ class SerializingContextMixin:
         return get_codec(self._codec if name is None else name, self._codecs)
 
 
-class SerializingSocketMixin:
+class SerializingSocketMixin(_SocketMixinBase):
     """Object, numpy and checked-text methods of the green :class:`greenzmq.Socket`.
 
     Green behaviour
@@ -236,7 +248,8 @@ class SerializingSocketMixin:
         """The codec called ``name`` (default :attr:`codec`), as this socket's context resolves it."""
         ctx = self.context
         if name is None:
-            name = self._codec or getattr(ctx, "_codec", DEFAULT_CODEC)
+            fallback: str = getattr(ctx, "_codec", DEFAULT_CODEC)  # a plain zmq.Context has none
+            name = self._codec or fallback
         return get_codec(name, getattr(ctx, "_codecs", None))
 
     def _refuses(self, codec: Codec) -> bool:
@@ -297,7 +310,7 @@ class SerializingSocketMixin:
 
     recv_unicode = recv_string
 
-    def recv_json(self, flags: int = 0, **kwargs: Any) -> Any:
+    def recv_json(self, flags: int = 0, **kwargs: Any) -> _JSON:
         """As :meth:`zmq.Socket.recv_json`; invalid JSON raises :class:`DeserializationError`.
 
         Keyword arguments the JSON decoder does not take raise

@@ -180,7 +180,9 @@ class MessageTracker(zmq.MessageTracker):
         pending = list(dict.fromkeys(_leaves(self, [])))  # peers may share events
         if not pending:
             return
-        forever = timeout is None or timeout is False or timeout < 0
+        if timeout is None:
+            timeout = -1
+        forever = timeout is False or timeout < 0
         hub = get_hub()
         if getcurrent() is hub:
             super().wait(-1 if forever else timeout)
