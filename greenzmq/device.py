@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -63,7 +63,7 @@ def _lent_proxy(title: str, frontend: Any, backend: Any, capture: Any, control: 
     return NativeProxy(title, frontend, backend, capture, control, detail).run()
 
 
-def proxy(frontend: Any, backend: Any, capture: Any = None) -> None:
+def proxy(frontend: zmq.Socket[Any], backend: zmq.Socket[Any], capture: zmq.Socket[Any] | None = None) -> int:
     """Forward messages both ways between ``frontend`` and ``backend``, as :func:`zmq.proxy`.
 
     Runs libzmq's own proxy on these sockets in a native OS thread (see
@@ -96,10 +96,15 @@ def proxy(frontend: Any, backend: Any, capture: Any = None) -> None:
     (of this thread or another) is waiting on, and
     :class:`greenzmq.error.SocketLentError` for a socket another device holds.
     """
-    _lent_proxy("greenzmq.proxy", frontend, backend, capture, None)
+    return _lent_proxy("greenzmq.proxy", frontend, backend, capture, None)
 
 
-def proxy_steerable(frontend: Any, backend: Any, capture: Any = None, control: Any = None) -> int:
+def proxy_steerable(
+    frontend: zmq.Socket[Any],
+    backend: zmq.Socket[Any],
+    capture: zmq.Socket[Any] | None = None,
+    control: zmq.Socket[Any] | None = None,
+) -> int:
     """:func:`proxy` with a control socket, as :func:`zmq.proxy_steerable`.
 
     Commands (single-frame messages on ``control``, as zmq_proxy_steerable(3)):
@@ -128,7 +133,7 @@ def proxy_steerable(frontend: Any, backend: Any, capture: Any = None, control: A
     return _lent_proxy("greenzmq.proxy_steerable", frontend, backend, capture, control)
 
 
-def device(device_type: int, frontend: Any, backend: Any) -> None:
+def device(device_type: int, frontend: zmq.Socket[Any], backend: zmq.Socket[Any]) -> int:
     """Green :func:`zmq.device`: ``device_type`` is QUEUE, FORWARDER or STREAMER.
 
     All three forward both ways exactly like :func:`proxy` (as libzmq does
@@ -142,11 +147,15 @@ def device(device_type: int, frontend: Any, backend: Any) -> None:
     name = _DEVICE_TYPES.get(device_type) if isinstance(device_type, int) else None
     if name is None:
         raise ValueError(f"device_type must be zmq.QUEUE, zmq.FORWARDER or zmq.STREAMER, not {device_type!r}")
-    _lent_proxy("greenzmq.device", frontend, backend, None, None, f"zmq.{name}")
+    return _lent_proxy("greenzmq.device", frontend, backend, None, None, f"zmq.{name}")
 
 
 def monitored_queue(
-    in_socket: Any, out_socket: Any, mon_socket: Any, in_prefix: bytes = b"in", out_prefix: bytes = b"out"
+    in_socket: zmq.Socket[Any],
+    out_socket: zmq.Socket[Any],
+    mon_socket: zmq.Socket[Any],
+    in_prefix: bytes = b"in",
+    out_prefix: bytes = b"out",
 ) -> None:
     """Green :func:`zmq.devices.monitored_queue`: a queue that copies every message to a monitor.
 
@@ -183,10 +192,24 @@ def monitored_queue(
 
 
 class _CallableModule(types.ModuleType):
-    """``greenzmq.device``: this module, and called, the :func:`device` function (as ``zmq.device``)."""
+    """``greenzmq.device``: this module, and called, the :func:`device` function (as ``zmq.device``).
 
-    def __call__(self, device_type: int, frontend: Any, backend: Any) -> None:
-        device(device_type, frontend, backend)
+    Type checkers cannot call a module: the facade declares ``greenzmq.device``
+    as an instance of this class (see ``greenzmq/__init__.py``), so that
+    ``zmq.device(zmq.QUEUE, a, b)`` checks against :meth:`__call__` and
+    ``zmq.device.monitored_queue`` against the functions declared below.
+    """
+
+    def __call__(self, device_type: int, frontend: zmq.Socket[Any], backend: zmq.Socket[Any]) -> int:
+        return device(device_type, frontend, backend)
+
+    if TYPE_CHECKING:
+        # the module's functions, as attributes of the module object (at run time
+        # they are the module's own globals)
+        device = staticmethod(device)
+        proxy = staticmethod(proxy)
+        proxy_steerable = staticmethod(proxy_steerable)
+        monitored_queue = staticmethod(monitored_queue)
 
 
 sys.modules[__name__].__class__ = _CallableModule
