@@ -153,7 +153,7 @@ import os
 import warnings
 import weakref
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, overload
 
 import zmq
 from gevent.hub import Waiter, get_hub
@@ -162,6 +162,9 @@ from zmq.backend import Socket as _RawSocket
 
 from greenzmq._native import get_ident
 from greenzmq.error import ForkedSocketError, SocketLentError, WrongThreadError
+
+if TYPE_CHECKING:
+    from greenzmq.socket import Socket
 
 __all__ = ["Waiters", "PARTIAL", "socket_fd", "drain_fd", "waiters_of"]
 
@@ -210,6 +213,10 @@ def _proxy_fd(sock: Any) -> int:
     return _raw_get(sock, _FD)
 
 
+@overload
+def waiters_of(sock: Socket[Any]) -> Waiters: ...
+@overload
+def waiters_of(sock: object) -> Waiters | None: ...
 def waiters_of(sock: Any) -> Waiters | None:
     """The :class:`Waiters` of a green socket; ``None`` for a plain zmq socket or an fd.
 

@@ -24,7 +24,7 @@ import math
 import numbers
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Literal, overload
 
 import gevent
 from gevent import getcurrent
@@ -130,6 +130,12 @@ class IOLoop:
 
     # -- which loop ----------------------------------------------------------------
 
+    @overload
+    @classmethod
+    def current(cls, instance: Literal[True] = True) -> IOLoop: ...
+    @overload
+    @classmethod
+    def current(cls, instance: bool) -> IOLoop | None: ...
     @classmethod
     def current(cls, instance: bool = True) -> IOLoop | None:
         """The calling thread's loop; created if there is none (unless ``instance=False``)."""
@@ -141,7 +147,7 @@ class IOLoop:
     @classmethod
     def instance(cls) -> IOLoop:
         """Alias of :meth:`current` (pyzmq's and old tornado's name)."""
-        return cls.current()  # type: ignore[return-value]
+        return cls.current()
 
     def make_current(self) -> None:
         """Make this the loop :meth:`current` returns in its thread."""

@@ -66,7 +66,8 @@ class PeriodicCallback:
         """Stop calling (a call already queued is skipped)."""
         self._running = False
         if self._timeout is not None:
-            self.io_loop.remove_timeout(self._timeout)  # type: ignore[union-attr]
+            assert self.io_loop is not None  # a run is scheduled: start() set the loop
+            self.io_loop.remove_timeout(self._timeout)
             self._timeout = None
 
     def is_running(self) -> bool:
@@ -78,14 +79,16 @@ class PeriodicCallback:
         try:
             self.callback()
         except Exception:
-            self.io_loop.handle_callback_exception(self.callback)  # type: ignore[union-attr]
+            assert self.io_loop is not None  # it runs this: start() set it
+            self.io_loop.handle_callback_exception(self.callback)
         finally:
             self._schedule_next()
 
     def _schedule_next(self) -> None:
         if self._running:
-            self._update_next(self.io_loop.time())  # type: ignore[union-attr]
-            self._timeout = self.io_loop.call_at(self._next_timeout, self._run)  # type: ignore[union-attr]
+            assert self.io_loop is not None  # running: start() set the loop
+            self._update_next(self.io_loop.time())
+            self._timeout = self.io_loop.call_at(self._next_timeout, self._run)
 
     def _update_next(self, current_time: float) -> None:
         period = self.callback_time / 1000.0

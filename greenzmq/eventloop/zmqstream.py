@@ -411,7 +411,8 @@ class ZMQStream:
         count = 0
         try:
             while queue and count < limit:
-                entry = queue[0]
+                # a _Queued: mypy cannot take bytes out of it when `type(entry) is not bytes`
+                entry: Any = queue[0]
                 try:
                     if type(entry) is bytes:
                         if w.writers:
