@@ -22,7 +22,7 @@ They reuse pyzmq's :mod:`zmq.devices` classes and their configuration API
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import gevent
 import zmq
@@ -55,8 +55,18 @@ __all__ = [
     "monitored_queue",
 ]
 
+if TYPE_CHECKING:
+    # For type checkers each mixin below is the pyzmq class it is mixed into (it calls
+    # that class's methods and attributes); at run time they are plain mixins, which
+    # come first in the bases of the classes that use them.
+    _GreenMixinBase = _base.Device
+    _ThreadMixinBase = _base.ThreadDevice
+    _ProcessMixinBase = _base.ProcessDevice
+else:
+    _GreenMixinBase = _ThreadMixinBase = _ProcessMixinBase = object
 
-class _GreenBackground:
+
+class _GreenBackground(_GreenMixinBase):
     """Runs a pyzmq-style device in a greenlet of the caller's hub, on a green context.
 
     ``start()`` creates the sockets, applies the queued options, binds and
@@ -67,6 +77,9 @@ class _GreenBackground:
     """
 
     _greenlet: Any = None
+    if TYPE_CHECKING:
+        # each Green* class calls its device function with the sockets _setup_sockets made
+        _forward: Callable[..., None]
 
     def __init__(self, *args: Any, context: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -218,7 +231,7 @@ class _NativeThread:
         return self._thread is not None and not self._thread.done
 
 
-class _ThreadBackground:
+class _ThreadBackground(_ThreadMixinBase):
     """pyzmq's thread devices (libzmq's own proxy in an OS thread), with green join and stop.
 
     Each device owns a private plain context (default LINGER 0: a stopped
@@ -227,7 +240,8 @@ class _ThreadBackground:
     """
 
     _own_context: Any = None
-    _launch_class = _NativeThread
+    # Thread's stand-in, not a Thread: typed Any, as pyzmq's BackgroundDevice declares it
+    _launch_class: Any = _NativeThread
 
     def context_factory(self) -> Any:
         return self._own_context
@@ -254,7 +268,7 @@ class _ThreadBackground:
         self.join(timeout)
 
 
-class _ProcessBackground:
+class _ProcessBackground(_ProcessMixinBase):
     """pyzmq's process devices, with a green ``join`` and a ``stop`` (SIGTERM)."""
 
     def join(self, timeout: float | None = None) -> None:
