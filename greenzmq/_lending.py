@@ -405,9 +405,9 @@ class NativeProxy:
 
         address = self.frontend.context.underlying
         endpoint = f"inproc://greenzmq.device-control-{id(self):x}-{next(_control_names)}"
-        native = zmq.Context.shadow(address).socket(zmq.PAIR)
+        native: zmq.Socket[bytes] = zmq.Context.shadow(address).socket(zmq.PAIR)
         try:
-            green = Context.shadow(address).socket(zmq.PAIR)
+            green: zmq.Socket[bytes] = Context.shadow(address).socket(zmq.PAIR)
         except BaseException:
             native.close(linger=0)
             raise

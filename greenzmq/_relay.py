@@ -120,6 +120,7 @@ class Relay:
     def _flush(self) -> bool:
         """Send the held message; False if ``dst`` is still full (it stays held)."""
         parts, dst, send = self.held, self.dst, _raw_send
+        assert parts is not None  # called only while a message is held
         last = len(parts) - 1
         i = self.held_at
         try:

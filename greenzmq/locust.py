@@ -77,7 +77,7 @@ def _frames(payload: Payload) -> list[bytes]:
         raise TypeError(
             f"request: payload is {type(payload).__name__}, expected bytes, str or a list of them"
         )
-    frames = [p.encode() if isinstance(p, str) else p for p in payload]
+    frames: list[Any] = [p.encode() if isinstance(p, str) else p for p in payload]  # checked below
     if not frames:
         raise ValueError("request: the payload has no frames; send at least one frame")
     for i, frame in enumerate(frames):
@@ -116,7 +116,7 @@ class ZmqClient:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | None,
         request_event: Any,
         socket_type: int = greenzmq.REQ,
         timeout: float = 5.0,

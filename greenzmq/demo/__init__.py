@@ -111,6 +111,7 @@ def _start_service(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str
     if args.no_http:
         cmd.append("--no-http")
     service = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert service.stdout is not None  # stdout=PIPE
     try:
         ready, _, _ = select.select([service.stdout], [], [], SERVICE_START_TIMEOUT)
         line = service.stdout.readline() if ready else ""
@@ -137,12 +138,12 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> int:
+def _wait(proc: subprocess.Popen, name: str, timeout: float) -> int:
     """proc's exit status; killed (and EXIT_FAILED) if it runs past ``timeout`` seconds."""
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        print(f"greenzmq demo: {proc.args[2]} did not finish in time; killed", flush=True)
+        print(f"greenzmq demo: {name} did not finish in time; killed", flush=True)
         proc.kill()
         proc.wait()
         return EXIT_FAILED
@@ -193,13 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd += ["--csv", csv_prefix, "--html", html, "--totals-json", totals_json, *args.locust_args]
         locust = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_default_sigint)
         try:
-            locust_rc = _wait(locust, run_s + LOCUST_GRACE)
+            locust_rc = _wait(locust, "locust", run_s + LOCUST_GRACE)
         except KeyboardInterrupt:
             interrupted = True
             print("greenzmq demo: interrupted, stopping locust", flush=True)
             # SIGINT, not SIGTERM: on SIGINT locust still writes its HTML report.
             locust.send_signal(signal.SIGINT)
-            locust_rc = _wait(locust, LOCUST_GRACE)
+            locust_rc = _wait(locust, "locust", LOCUST_GRACE)
     finally:
         service_rc = _stop_service(service)
     try:

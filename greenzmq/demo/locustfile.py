@@ -12,9 +12,12 @@ give to every user class alike). ``--http-url ''`` leaves the HTTP users out.
 from __future__ import annotations
 
 import itertools
+from typing import Any, Callable
 
 from locust import between, events, task
+from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
 
 import greenzmq
 from greenzmq.locust import ZmqUser, write_totals_on_quit
@@ -31,7 +34,7 @@ _seq = itertools.count()
 
 
 @events.init_command_line_parser.add_listener
-def _options(parser):
+def _options(parser: LocustArgumentParser) -> None:
     parser.add_argument(
         "--zmq-endpoint",
         default="tcp://127.0.0.1:5555",
@@ -53,7 +56,7 @@ def _options(parser):
 
 
 @events.init.add_listener
-def _hosts(environment, **_kwargs):
+def _hosts(environment: Environment, **_kwargs: Any) -> None:
     options = environment.parsed_options
     if options is None:
         return
@@ -69,7 +72,7 @@ def _payload() -> bytes:
     return b"greenzmq-%d" % next(_seq)
 
 
-def _echoes(expected: list[bytes]):
+def _echoes(expected: list[bytes]) -> Callable[[list[bytes]], None]:
     def validate(reply: list[bytes]) -> None:
         if reply != expected:
             raise AssertionError(f"echo mismatch: {reply!r:.60} != {expected!r:.60}")
@@ -85,7 +88,7 @@ class ZmqReqUser(ZmqUser):
     timeout = TIMEOUT
 
     @task
-    def echo(self):
+    def echo(self) -> None:
         payload = _payload()
         self.request(payload, name="zmq REQ echo", validate=_echoes([payload]))
 
@@ -99,7 +102,7 @@ class ZmqDealerUser(ZmqUser):
     socket_type = greenzmq.DEALER
 
     @task
-    def echo(self):
+    def echo(self) -> None:
         frames = [b"multi", _payload()]
         self.request(frames, name="zmq DEALER echo", validate=_echoes(frames))
 
@@ -113,8 +116,13 @@ class HttpFrontUser(FastHttpUser):
     connection_timeout = TIMEOUT
 
     @task
-    def echo(self):
+    def echo(self) -> None:
         payload = _payload()
-        with self.client.post("/echo", data=payload, name="http POST /echo", catch_response=True) as resp:
+        with self.client.post(
+            "/echo",
+            data=payload,  # type: ignore[arg-type]  # locust's annotation lacks bytes, which its docs allow
+            name="http POST /echo",
+            catch_response=True,
+        ) as resp:
             if resp.status_code == 200 and resp.content != payload:
                 resp.failure(f"echo mismatch: {resp.content[:40]!r}")

@@ -93,7 +93,11 @@ def _attach(sub: zmq.Socket, urls: Sequence[str], bind: bool) -> None:
             if bind:
                 sub.bind(url)
                 # with a wildcard port (tcp://127.0.0.1:*) this is how to find it
-                print(f"greenzmq.log: listening on {sub.last_endpoint.decode()}", file=sys.stderr, flush=True)
+                print(
+                    f"greenzmq.log: listening on {sub.get_string(zmq.LAST_ENDPOINT)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             else:
                 sub.connect(url)
         except zmq.ZMQError as e:

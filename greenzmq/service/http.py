@@ -116,6 +116,7 @@ class HttpFront:
             return self._respond(start_response, "200 OK", json.dumps(stats).encode(), "application/json")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length > 0 else path.encode()
+        assert self._forwarder is not None  # start() made it before serving
         try:
             reply = self._forwarder.request([body], timeout=self.service.request_timeout)
         except gevent.Timeout:
