@@ -166,22 +166,22 @@ class TopicLogger(_PyzmqTopicLogger):
             kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + _TOPIC_FRAMES
             self.log(level, topic, msg, *args, **kwargs)
 
-    def debug(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def debug(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # deliberate: the topic comes first
         self._topic_log(logging.DEBUG, topic, msg, args, kwargs)
 
-    def info(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def info(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # deliberate: the topic comes first
         self._topic_log(logging.INFO, topic, msg, args, kwargs)
 
-    def warning(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def warning(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # deliberate: the topic comes first
         self._topic_log(logging.WARNING, topic, msg, args, kwargs)
 
-    def error(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def error(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # deliberate: the topic comes first
         self._topic_log(logging.ERROR, topic, msg, args, kwargs)
 
-    def exception(self, topic: str, msg: str, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:  # type: ignore[override]
+    def exception(self, topic: str, msg: str, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:  # type: ignore[override]  # deliberate: the topic comes first
         self._topic_log(logging.ERROR, topic, msg, args, {"exc_info": exc_info, **kwargs})
 
-    def critical(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def critical(self, topic: str, msg: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # deliberate: the topic comes first
         self._topic_log(logging.CRITICAL, topic, msg, args, kwargs)
 
     warn = warning
