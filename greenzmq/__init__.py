@@ -116,11 +116,24 @@ _OURS = [
     "register_codec",
     "greenzmq_version",
 ]
-__all__ = list(dict.fromkeys([*_zmq.__all__, *_OURS]))
+if TYPE_CHECKING:
+    # __all__ as a type checker can read it: pyzmq's names, then _OURS as a literal
+    from zmq import __all__ as __all__
 
+    __all__ += [
+        "error",
+        "WrongThreadError",
+        "ForkedSocketError",
+        "SocketLentError",
+        "DeserializationError",
+        "register_codec",
+        "greenzmq_version",
+    ]
+else:
+    __all__ = list(dict.fromkeys([*_zmq.__all__, *_OURS]))
 
-if not TYPE_CHECKING:  # a type checker sees the names above, and no others
-
+    # Hidden from type checkers, which see the names above and no others: with a
+    # module __getattr__, every misspelt name would be Any to them.
     def __getattr__(name: str) -> Any:
         """Reach submodules: greenzmq's own first (``greenzmq.auth`` is the green
         authenticator even if ``zmq.auth`` was imported), then pyzmq's
