@@ -99,6 +99,7 @@ from gevent.monkey import get_original
 
 from greenzmq._native import NativeThread, get_ident, run_native
 from greenzmq._waiter import Waiters, waiters_of
+from greenzmq.error import WrongThreadError
 
 __all__ = ["NativeProxy", "pause_command"]
 
@@ -183,9 +184,6 @@ class NativeProxy:
         self.capture = capture
         self.control = control
         self._lent: list[Waiters] = []
-        self._returned = (
-            _allocate_lock()
-        )  # held while sockets are lent (stop() from other threads waits on it)
         self._owner = 0
         self._loop: Any = None
         self._ctl: Any = None  # the device's end of the private control pair (green)
@@ -247,8 +245,6 @@ class NativeProxy:
             for w in lent:
                 w.give_back()
             raise
-        if lent:
-            self._returned.acquire()
         self._lent = lent
 
     def _wait(self) -> int:
@@ -303,15 +299,16 @@ class NativeProxy:
 
     # -- stop: what a lent socket's close() calls ------------------------------------
 
-    def stop(self) -> None:
+    def stop(self) -> BaseException | None:
         """End the device now and give its sockets back; the device call raises the close error.
 
         Called by a lent socket's ``close()`` before it closes. Returns once
-        libzmq's thread has returned and every socket is green again.
+        libzmq's thread has returned and every socket is green again, with the
+        interruption (kill, Timeout) that landed meanwhile, if any, for the
+        caller to raise once it has closed the socket.
         """
-        if get_ident() != self._owner:
-            self._stop_from_another_thread()
-            return
+        if get_ident() != self._owner:  # another thread's close() goes through close_in_owner
+            raise WrongThreadError("NativeProxy.stop() is for the device's own thread")
         self._settle(_CLOSED)
         self._ending = True
         try:
@@ -322,19 +319,26 @@ class NativeProxy:
         finally:
             self._stopped.set()
             self._wake()
-        if deferred is not None:
-            raise deferred
+        return deferred
 
-    def _stop_from_another_thread(self) -> None:
-        # The private pair and the device's greenlets belong to the device's hub:
-        # that hub does the stop, this thread waits (green) for the sockets.
-        if not self._lent:
-            return
-        self._loop.run_callback_threadsafe(self._spawn_stop)
-        run_native(_wait_released, self._returned)
+    @property
+    def owner(self) -> int:
+        """The OS thread whose hub runs the device (the lender of its sockets)."""
+        return self._owner
 
-    def _spawn_stop(self) -> None:
-        gevent.spawn(self.stop)
+    def close_in_owner(self, sock: Any, linger: Any, make_error: Any) -> None:
+        """``sock._close(linger, make_error)`` run by the device's hub; waits (green) until done."""
+        done = _allocate_lock()
+        done.acquire()
+
+        def close_there() -> None:
+            try:
+                sock._close(linger, make_error)
+            finally:
+                done.release()
+
+        self._loop.run_callback_threadsafe(gevent.spawn, close_there)
+        run_native(_wait_released, done)
 
     # -- native runs ---------------------------------------------------------------
 
@@ -387,8 +391,6 @@ class NativeProxy:
         lent, self._lent = self._lent, []
         for w in lent:
             w.give_back()
-        if lent:
-            self._returned.release()
 
     def _closed_error(self) -> BaseException:
         for sock in (self.frontend, self.backend, self.capture):

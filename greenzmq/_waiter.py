@@ -158,6 +158,7 @@ from typing import TYPE_CHECKING, Any, Callable, overload
 import zmq
 from gevent.hub import Waiter, get_hub
 from gevent.hub import reinit as gevent_reinit
+from gevent.monkey import get_original
 from zmq.backend import Socket as _RawSocket
 
 from greenzmq._native import get_ident
@@ -269,15 +270,62 @@ _FORKED = -1
 #: The ``thread`` of a socket lent to a device's native thread (see Waiters.lend):
 #: matches no thread, so the hot paths' owner check sends every call to claim().
 _LENT = -2
+#: The ``thread`` of a Waiters whose owning thread has exited: matches no thread,
+#: so the next caller (even one the OS gave the dead thread's id) goes to claim().
+_EXITED = -3
 _live: weakref.WeakSet = weakref.WeakSet()
+#: Waiters by owning thread id, so that a thread's exit can let go of them.
+_owned_by: dict[int, weakref.WeakSet] = {}
+_thread_local = get_original("_thread", "_local")()
+
+
+class _ThreadExit:
+    """Kept in an (unpatched) thread-local: deleted when its OS thread exits.
+
+    OS thread ids are reused at once (a new thread often gets the id of the
+    one that just ended), so an id alone cannot say who owns a socket: its
+    Waiters would still name the dead thread's hub, and the new thread's
+    first blocking call would fail with greenlet's "cannot switch to a
+    different thread". On exit, the thread's sockets become nobody's.
+    """
+
+    __slots__ = ("ident",)
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+
+    def __del__(self, _owned_by: dict = _owned_by, _exited: int = _EXITED) -> None:
+        # (defaults: module globals may already be None at interpreter exit)
+        for w in list(_owned_by.pop(self.ident, ())):
+            if w.thread == self.ident:
+                w.thread = _exited
+
+
+def _own(w: Waiters, ident: int) -> None:
+    if getattr(_thread_local, "exit", None) is None:
+        _thread_local.exit = _ThreadExit(ident)
+    owned = _owned_by.get(ident)
+    if owned is None:
+        owned = _owned_by[ident] = weakref.WeakSet()
+    owned.add(w)
 
 
 def _after_fork_in_child() -> None:
     # Sockets made before fork() belong to the parent's libzmq context; using
     # them in the child is undefined behaviour in libzmq. Make every such use
     # fail the (free) thread check on the fast path, with a clear error.
+    me = get_ident()
+    _owned_by.clear()  # the other threads are gone; this one registers afresh
+    mine = []
     for w in list(_live):
+        if w.thread == me or (w.thread == _LENT and w.lender == me):
+            mine.append(w)
         w.thread = _FORKED
+        # Never serve it here: its fd is shared with the parent, and a pass of
+        # this hub would call libzmq on the parent's socket (and read the
+        # parent's signals). close_error: what a greenlet parked on it gets.
+        w.closed = True
+        w.close_error = _forked_error
     # A plain os.fork() (gevent not monkey-patched) leaves the forking thread's
     # hub sharing its event loop's epoll and wake-up fds with the parent, and
     # its threadpool believing in workers that do not exist in the child.
@@ -286,6 +334,28 @@ def _after_fork_in_child() -> None:
     # idempotent, so gevent.fork()'s own call after this one is harmless).
     # It does nothing in a thread that has no hub.
     gevent_reinit()
+    for w in mine:
+        # this thread's hub (the only one left) still has their watchers and
+        # greenlets: stop the watchers, wake the greenlets with ForkedSocketError
+        ops = list(w.readers) + list(w.writers)
+        listeners = list(w.listeners.values())
+        w.readers.clear()
+        w.writers.clear()
+        w.listeners.clear()
+        for op in ops:
+            op.queued = False
+            w.loop.run_callback(w._throw_if_waiting, op, _forked_error())
+        for _, callback in listeners:
+            w.loop.run_callback(callback, 0)
+        w.armed = False
+        w._release_watcher()
+
+
+def _forked_error() -> ForkedSocketError:
+    return ForkedSocketError(
+        "this greenzmq socket was created before os.fork(); libzmq sockets "
+        "cannot be used in a forked child. Create a new Context in the child."
+    )
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -370,6 +440,7 @@ class Waiters:
         self.lent_to: Any = None  # the device a lent socket runs in (see lend)
         self.lender = 0  # the thread that lent it, which gets it back
         _live.add(self)
+        _own(self, self.thread)
 
     # -- called from the socket's own thread --------------------------------
 
@@ -416,9 +487,9 @@ class Waiters:
                 "to another thread only while nobody waits on it (use one socket per thread, "
                 "or hand it over once its waiters are done)."
             )
+        self._retire()
         moved = Waiters(self.fd, self.drain)
         moved.lazy = self.lazy
-        self._retire()
         sock._waiters = moved
         return moved
 
@@ -506,6 +577,11 @@ class Waiters:
 
     def _release_watcher(self) -> None:
         # run by the loop the watcher belongs to (see claim and close)
+        if self.readers or self.writers or self.listeners:
+            # A greenlet of this thread began to wait between another thread's
+            # claim() test and its _retire() (the GIL may switch between the
+            # two): nothing would ever serve it here. Wake it with the error.
+            self._fail_all(self._unusable())
         self._stop_watching()
         if self.watcher is not None:
             self.watcher.close()
@@ -553,9 +629,7 @@ class Waiters:
     def _wait(self, sock: Any, queue: deque, op: _Op, timeout_ms: int, check: bool, quiet: bool) -> Any:
         if self.thread != get_ident() or self.closed:
             queue.remove(op)
-            if self.closed:
-                raise zmq.ZMQError(zmq.ENOTSOCK)
-            raise WrongThreadError("greenzmq: a socket's waiters used outside its own thread")
+            raise self._unusable()
         timer = None
         try:
             self._arm(sock, check)
@@ -602,10 +676,8 @@ class Waiters:
         self._listen(sock, key, mask, callback, False)
 
     def _listen(self, sock: Any, key: Any, mask: int, callback: Callable[[int], Any], check: bool) -> None:
-        if self.thread != get_ident():
-            raise WrongThreadError("greenzmq: a socket's waiters used outside its own thread")
-        if self.closed:
-            raise zmq.ZMQError(zmq.ENOTSOCK)
+        if self.thread != get_ident() or self.closed:
+            raise self._unusable()
         self.listeners[key] = (mask, callback)
         self._arm(sock, check)
 
@@ -781,11 +853,24 @@ class Waiters:
             self.watcher = None
         self.armed = False
 
+    def _unusable(self) -> BaseException:
+        # why this object cannot take a waiter
+        if self.closed and self.close_error is None:
+            return WrongThreadError(
+                "this greenzmq socket moved to another thread (which called it while this one "
+                "was about to wait on it): two threads used it at the same time"
+            )
+        if self.closed:
+            return zmq.ZMQError(zmq.ENOTSOCK)
+        return WrongThreadError("greenzmq: a socket's waiters used outside its own thread")
+
     def _busy(self) -> bool:
         # A greenlet of the owning thread waits or listens on the socket.
         # (Not `armed`: the hub disarms when its pass resumes after serving the
         # last waiter, which a thread that ends right after never lets it do.)
-        return bool(self.readers or self.writers or self.listeners)
+        # A thread that exited with a greenlet still parked here can never serve
+        # it again: its queues no longer hold the socket (see _ThreadExit).
+        return self.thread != _EXITED and bool(self.readers or self.writers or self.listeners)
 
     def _retire(self) -> None:
         """Stop serving the socket, from a thread that is not the owner.

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import zmq
-from gevent import getcurrent
-from gevent.hub import get_hub
+from gevent.monkey import get_original
 
-from greenzmq._native import get_ident, run_native
+from greenzmq._native import NativeThread, get_ident
 from greenzmq._waiter import waiters_of
 from greenzmq.serialize import SerializingContextMixin
 from greenzmq.socket import Socket, _terminated_error
@@ -17,6 +17,7 @@ from greenzmq.socket import Socket, _terminated_error
 __all__ = ["Context"]
 
 _raw_term = zmq.Context.term
+_term_lock = get_original("_thread", "allocate_lock")()
 
 
 #: The class of the sockets a context makes, for type checkers and subclasses:
@@ -52,6 +53,9 @@ class Context(SerializingContextMixin, zmq.Context[_SocketType]):
     # greenzmq's own singleton (pyzmq's lives on zmq.Context)
     _instance: Any = None
     _instance_pid: int | None = None
+    # the zmq_ctx_term under way, if any: libzmq's term must run once per context
+    _term_thread: NativeThread | None = None
+    _term_pid = 0
 
     if TYPE_CHECKING:
         # pyzmq's constructor (inherited, not overridden), typed as pyzmq types it
@@ -76,10 +80,16 @@ class Context(SerializingContextMixin, zmq.Context[_SocketType]):
         """
         if self.closed:
             return
-        if getcurrent() is get_hub():
-            _raw_term(self)
-            return
-        run_native(_raw_term, self)
+        # One zmq_ctx_term per context, ever: a term() interrupted by a Timeout
+        # or kill leaves its native thread blocked in zmq_ctx_term, and a second
+        # zmq_ctx_term on the same context aborts libzmq (or hangs). Later calls
+        # (from any greenlet, thread, or the hub) wait for that same thread.
+        with _term_lock:
+            thread = self._term_thread
+            if thread is None or self._term_pid != os.getpid():  # (a fork's child has no such thread)
+                thread = self._term_thread = NativeThread(_raw_term, self, name="zmq_ctx_term").start()
+                self._term_pid = os.getpid()
+        thread.result()  # blocks the thread when called from the hub, as pyzmq's term does
 
     def destroy(self, linger: int | None = None) -> None:
         """Close every socket of the context, then :meth:`term`; green.

@@ -63,7 +63,7 @@ class Poller(zmq.Poller):
 
     def __init__(self) -> None:
         super().__init__()
-        self._watchers: dict[Any, list[Any]] = {}
+        self._watchers: dict[Any, tuple[Any, list[Any]]] = {}  # item -> (loop, its io watchers)
         # proxy fds of plain thread-safe (DRAFT) sockets, drained before zmq_poll
         self._drain_fds: dict[Any, int] = {}
 
@@ -79,8 +79,19 @@ class Poller(zmq.Poller):
 
     def _drop_watchers(self, item: Any) -> None:
         self._drain_fds.pop(item, None)
-        for watcher in self._watchers.pop(item, ()):
-            watcher.close()
+        cached = self._watchers.pop(item, None)
+        if cached is None:
+            return
+        loop, watchers = cached
+        if loop is get_hub().loop:
+            for watcher in watchers:
+                watcher.close()
+        else:  # made by another thread's loop: closed by it (a libev watcher is its loop's)
+            for watcher in watchers:
+                try:
+                    loop.run_callback_threadsafe(watcher.close)
+                except Exception:  # that loop was destroyed with its thread
+                    pass
 
     def _release_watchers(self) -> None:
         for item in list(self._watchers):
@@ -88,9 +99,15 @@ class Poller(zmq.Poller):
 
     def _watchers_for(self, item: Any, flags: int) -> list[Any]:
         """The cached io watchers of a non-green item, made on first use."""
-        watchers = self._watchers.get(item)
-        if watchers is None:
-            loop = get_hub().loop
+        loop = get_hub().loop
+        cached = self._watchers.get(item)
+        if cached is not None and cached[0] is not loop:
+            # made for another thread's loop (the Poller moved, as its sockets may)
+            self._drop_watchers(item)
+            cached = None
+        if cached is not None:
+            watchers = cached[1]
+        else:
             if isinstance(item, zmq.Socket):
                 # a plain (non-green) zmq socket: its fd only signals readability
                 fd, drain = socket_fd(item)
@@ -104,7 +121,7 @@ class Poller(zmq.Poller):
                     watchers.append(loop.io(fd, _READ))
                 if flags & _POLLOUT:
                     watchers.append(loop.io(fd, _WRITE))
-            self._watchers[item] = watchers
+            self._watchers[item] = (loop, watchers)
         return watchers
 
     def poll(self, timeout: int | float | None = None) -> list[tuple[Any, int]]:
@@ -128,8 +145,11 @@ class Poller(zmq.Poller):
             hub.loop.update_now()
             deadline = hub.loop.now() + timeout / 1000.0
         muted: set[Any] = set()
-        self._claim_sockets()
         while True:
+            # every round: between two rounds nobody listens on the sockets (and
+            # a POLLERR-only one never has a listener), so another thread may
+            # have taken one over while this greenlet was parked
+            self._claim_sockets()
             self._check_open()
             for fd in self._drain_fds.values():
                 # before zmq_poll reads EVENTS (see greenzmq._waiter)

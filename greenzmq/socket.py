@@ -459,26 +459,46 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
     # Endpoints and monitoring change the socket in libzmq like any other call:
     # made by the owning thread, refused on a socket a device holds (they are
     # not blocking calls, but the socket must not be touched from two threads).
+    # libzmq's bind, connect, unbind and disconnect process the socket's
+    # pending commands first (socket_base_t calls process_commands), so they
+    # can consume the ZMQ_FD signal a blocked greenlet waits for: like every
+    # call, they are followed by the waiting rule's check, failed or not.
 
     def bind(self, addr: str) -> _SocketContext[Self]:  # type: ignore[override]  # as pyzmq's own: its backend's returns None
         """As :meth:`zmq.Socket.bind` (a context manager that unbinds)."""
-        self._owned()
-        return super().bind(addr)
+        w = self._owned()
+        try:
+            return super().bind(addr)
+        finally:
+            if w.armed:
+                w.touched(self)
 
     def connect(self, addr: str) -> _SocketContext[Self]:  # type: ignore[override]  # as bind
         """As :meth:`zmq.Socket.connect` (a context manager that disconnects)."""
-        self._owned()
-        return super().connect(addr)
+        w = self._owned()
+        try:
+            return super().connect(addr)
+        finally:
+            if w.armed:
+                w.touched(self)
 
     def unbind(self, addr: str | bytes) -> None:
         """As :meth:`zmq.Socket.unbind`."""
-        self._owned()
-        super().unbind(addr)
+        w = self._owned()
+        try:
+            super().unbind(addr)
+        finally:
+            if w.armed:
+                w.touched(self)
 
     def disconnect(self, addr: str | bytes) -> None:
         """As :meth:`zmq.Socket.disconnect`."""
-        self._owned()
-        super().disconnect(addr)
+        w = self._owned()
+        try:
+            super().disconnect(addr)
+        finally:
+            if w.armed:
+                w.touched(self)
 
     def monitor(self, addr: str | bytes | None, events: int = zmq.EVENT_ALL) -> None:
         """As :meth:`zmq.Socket.monitor` (``get_monitor_socket`` goes through it)."""
@@ -494,13 +514,24 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
 
     def _close(self, linger: int | None, make_error: Any) -> None:
         w = self._waiters
+        deferred = None
         if w is not None and not self.closed:
-            if w.lent_to is not None:
+            holder = w.lent_to  # read once: the device's thread may give it back meanwhile
+            if holder is not None and get_ident() != holder.owner:
+                # the device's hub stops it and closes the socket there, so that
+                # nobody uses the socket between its return and the close, and
+                # the device raises this close's error; this thread waits
+                holder.close_in_owner(self, linger, make_error)
+                return
+            if holder is not None:
                 # a device runs libzmq's loop on this socket: end it first (it
-                # gives the socket back, unchanged), then close as usual
-                w.lent_to.stop()
+                # gives the socket back, unchanged), then close as usual, even
+                # if this greenlet was interrupted while libzmq's thread ended
+                deferred = holder.stop()
             w.close(make_error)
         super().close(linger=linger)
+        if deferred is not None:
+            raise deferred
 
 
 def _group_bytes(group: Any) -> bytes:

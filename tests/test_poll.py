@@ -155,11 +155,11 @@ def test_poller_reuses_its_watchers(ctx, pipe):
     gevent.spawn(os.write, w, b"x")
     assert p.poll(10_000) == [(r, zmq.POLLIN)]
     assert os.read(r, 1) == b"x"
-    fd_watchers = list(p._watchers[r])
+    fd_watchers = list(p._watchers[r][1])
     sock_watchers = [s._waiters.watcher for s in socks]
     for _ in range(5):
         assert p.poll(1) == []
-    assert p._watchers[r] == fd_watchers
+    assert p._watchers[r][1] == fd_watchers
     assert [s._waiters.watcher for s in socks] == sock_watchers
     assert not any(s._waiters.armed for s in socks), "listeners left behind"
 

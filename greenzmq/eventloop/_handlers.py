@@ -128,7 +128,10 @@ class _Handler:
             except Exception:
                 self.report(self.handler)
         if not events & ERROR:
-            self.arm()
+            try:
+                self.arm()
+            except WrongThreadError:  # lent to a device, or waited on by another thread
+                self.report(self.arm)
 
     def update(self, events: int) -> None:
         if events != self.events:

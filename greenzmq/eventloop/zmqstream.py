@@ -25,6 +25,7 @@ from zmq.backend import Socket as _RawSocket
 from zmq.utils import jsonapi
 
 from greenzmq._frames import checked_parts, recv_message
+from greenzmq._native import get_ident
 from greenzmq._waiter import Waiters, waiters_of
 from greenzmq.eventloop.ioloop import IOLoop
 from greenzmq.socket import Socket as _GreenSocket
@@ -319,6 +320,10 @@ class ZMQStream:
         self._handling = True
         try:
             w = waiters_of(sock)  # once per event: the loops below run per message
+            if w.thread != get_ident():
+                # lent to a device, or taken by another thread since the
+                # handler fired (nobody listened meanwhile): as any call would
+                w = w.claim(sock)
             if events & _READ:
                 self._handle_recv(w, MAX_MESSAGES_PER_EVENT)
             # also when not reported writable: replies queued by the receive
@@ -359,6 +364,7 @@ class ZMQStream:
         This loop runs once per message: it is the stream's hot path.
         """
         sock = self.socket
+        me = w.thread
         count = 0
         while count < limit:
             callback = self._recv_callback
@@ -366,8 +372,10 @@ class ZMQStream:
                 if not discard:
                     break
                 callback = _discard
-            if self.socket is not sock or w.readers:
-                break  # (a greenlet blocked in recv goes first)
+            if self.socket is not sock or w.readers or w.thread != me:
+                # (a greenlet blocked in recv goes first; a callback may have
+                # switched, and a device borrowed the socket meanwhile)
+                break
             try:
                 msg = recv_message(sock, _DONTWAIT, self._recv_copy, False)
             except zmq.ZMQError as exc:
@@ -410,7 +418,10 @@ class ZMQStream:
         sock = self.socket
         count = 0
         try:
+            me = w.thread
             while queue and count < limit:
+                if w.thread != me:
+                    break  # a send callback switched and a device borrowed the socket
                 # a _Queued: mypy cannot take bytes out of it when `type(entry) is not bytes`
                 entry: Any = queue[0]
                 try:
