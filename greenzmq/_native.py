@@ -113,7 +113,8 @@ class NativeThread:
                 self._watchers.append(watcher)
             timer = Timeout._start_new_or_dummy(timeout)
             try:
-                waiter.get()
+                while not self.done:  # only the thread's send() may end this wait
+                    waiter.get()
             except Timeout as exc:
                 if exc is not timer:
                     raise

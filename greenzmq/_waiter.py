@@ -126,7 +126,7 @@ libzmq forbids), and otherwise moves it: a *fresh* :class:`Waiters` bound to
 the caller's hub replaces ``sock._waiters`` (the only place that replaces
 it: code that keeps a socket's waiters, as the event loop's handlers do, may
 rely on the ones it holds being ``closed`` once they are no longer the
-socket's). The former owner keeps the old object, retired (closed, disarmed), so that code of the old hub still in
+socket's). The former owner keeps the old object, retired (closed), so that code of the old hub still in
 flight (a lazily kept watcher firing, a service pass suspended in a greenlet
 it served) only ever reads that object and stops; it closes the old watcher
 in its own loop (a libev watcher may only be touched by its loop's thread).
@@ -390,7 +390,8 @@ class Waiters:
     while nobody waits on it (:meth:`claim` then moves it). Every method
     except :meth:`claim` and :meth:`close` must be called from the owning
     thread (:class:`WrongThreadError` otherwise). :meth:`service` runs only
-    in the hub; :meth:`wait` only in a greenlet that may block.
+    in the hub; the ``wait_*`` and ``finish_first`` methods only in a greenlet
+    that may block.
     """
 
     __slots__ = (
@@ -452,7 +453,8 @@ class Waiters:
         calls pay nothing). libzmq lets a socket migrate between threads
         provided a full memory barrier separates their uses (the GIL is one);
         the rule here ("ownership follows use"): a socket that nobody waits
-        on (no queued operation, no listener, no service pass pending) belongs
+        on (no queued operation, no listener; a pending service pass does not
+        count, see the essay's point 5) belongs
         to whichever thread uses it next. Its waiter state then moves to a
         fresh :class:`Waiters` bound to the calling thread's hub, installed
         as ``sock._waiters`` and returned; the former owner's hub keeps the
@@ -864,6 +866,10 @@ class Waiters:
             return zmq.ZMQError(zmq.ENOTSOCK)
         return WrongThreadError("greenzmq: a socket's waiters used outside its own thread")
 
+    def movable(self) -> bool:
+        """True if no greenlet of the owning thread waits on the socket: another thread may take it."""
+        return not self._busy()
+
     def _busy(self) -> bool:
         # A greenlet of the owning thread waits or listens on the socket.
         # (Not `armed`: the hub disarms when its pass resumes after serving the
@@ -877,7 +883,7 @@ class Waiters:
 
         Only the former owner's hub may still run this object's code (a lazily
         kept watcher firing, a service pass queued before the last waiter
-        left); closed and disarmed, it only stops its watcher there. The
+        left); closed, it only stops its watcher there. The
         watcher is closed by its own loop soon after (a libev watcher may only
         be touched by its loop's thread); if that loop ended with its thread,
         the watcher goes with it.

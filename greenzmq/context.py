@@ -11,6 +11,7 @@ from gevent.monkey import get_original
 
 from greenzmq._native import NativeThread, get_ident
 from greenzmq._waiter import waiters_of
+from greenzmq.error import WrongThreadError
 from greenzmq.serialize import SerializingContextMixin
 from greenzmq.socket import Socket, _terminated_error
 
@@ -117,9 +118,13 @@ class Context(SerializingContextMixin, zmq.Context[_SocketType]):
             w = waiters_of(s)
             if w is None:
                 s.close(linger)
-            elif w.thread == me or not w._busy():
+            elif w.thread == me or w.movable():
                 # ours, or nobody waits on it: it may be closed from this thread
-                s._close(linger, _terminated_error)
+                try:
+                    s._close(linger, _terminated_error)
+                except WrongThreadError:
+                    # a greenlet of the owner began to wait meanwhile: hand it over
+                    waiters_of(s).loop.run_callback_threadsafe(s._close, linger, _terminated_error)
             else:
                 # a greenlet of another thread waits on it: that thread's hub
                 # closes it and wakes the greenlet with ContextTerminated

@@ -42,7 +42,10 @@ class WrongThreadError(ZMQBaseError, RuntimeError):
     thread waits on the socket (in ``recv``, ``send``, a ``Poller``, a
     ``ZMQStream``), a call from another thread raises this error instead of
     touching the socket: libzmq sockets are not thread-safe, and a hub's
-    watchers may only be touched by its own thread.
+    watchers may only be touched by its own thread. The check is best effort:
+    it catches a greenlet already waiting on the socket, not two threads that
+    are inside libzmq calls on it at the same instant (which, as with pyzmq,
+    is the program's bug).
     """
 
 

@@ -1,10 +1,15 @@
 """The green :class:`Socket`: pyzmq's socket, blocking only the calling greenlet.
 
-Only the blocking edge is overridden: ``send``, ``recv``, ``send_multipart``,
-``recv_multipart``, ``recv_into`` and ``close`` (plus ``get`` to account for
-``EVENTS`` queries). Every serializer pyzmq builds on them (``send_string``,
-``send_json``, ``send_pyobj``, ``send_serialized`` and their ``recv_*`` twins,
-``poll``) is inherited unchanged and therefore green too.
+The blocking edge is overridden: ``send``, ``recv``, ``send_multipart``,
+``recv_multipart``, ``recv_into`` and ``close``. So are the calls that change
+the socket in libzmq without blocking (``get`` of ``EVENTS``, ``set``,
+``bind``, ``connect``, ``unbind``, ``disconnect``, ``monitor``, ``join``,
+``leave``): they keep the waiting rule and the thread rule (ownership follows
+use; nothing is touched on a socket a device holds). Every serializer pyzmq
+builds on them (``send_string``, ``send_json``, ``send_pyobj``,
+``send_serialized`` and their ``recv_*`` twins, ``poll``) is inherited
+unchanged and therefore green too. ``get`` of any other option is pyzmq's, for
+any thread: reading an option does not process libzmq's commands.
 """
 
 from __future__ import annotations
