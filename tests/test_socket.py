@@ -12,7 +12,7 @@ import gevent
 import gevent.event
 import pytest
 import zmq as plainzmq
-from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, wait_parked
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, inproc_endpoint, wait_parked
 
 import greenzmq as zmq
 
@@ -407,6 +407,44 @@ def test_user_events_query_does_not_strand_waiters(make_pair, spawn):
         b.send(b"%d" % i)
         assert g.get(timeout=WAKE_BOUND) == b"%d" % i
     stop.set()
+
+
+@pytest.mark.parametrize("call", ["connect", "bind", "unbind", "disconnect", "failed bind"])
+def test_endpoint_calls_consuming_the_edge_still_wake_recv_waiter(ctx, spawn, call):
+    """libzmq's bind, connect, unbind and disconnect process the socket's pending
+    commands before anything else (socket_base_t calls process_commands), so
+    each can consume the fd signal of a message that arrived for a greenlet
+    parked in recv, whether the call then succeeds or fails: that greenlet must
+    still get the message. (Stranded every time before these calls kept the
+    waiting rule.) All inproc: a tcp bind or connect posts a command to the
+    socket's own mailbox, raising the fd again and hiding the loss."""
+    pull, push = connected_pair(ctx, zmq.PULL, zmq.PUSH, "inproc")
+    other = ctx.socket(zmq.PUSH)
+    other.linger = 0
+    other_addr = inproc_endpoint()
+    other.bind(other_addr)
+    own_addr = inproc_endpoint()
+    if call == "unbind":
+        pull.bind(own_addr)
+    elif call == "disconnect":
+        pull.connect(other_addr)
+    receiver = spawn(pull.recv)
+    wait_parked(pull)
+    push.send(b"news")  # inproc: the news is in pull's mailbox now, its fd raised
+    # no yield from here on: the call processes that command, taking the fd's signal
+    if call == "connect":
+        pull.connect(other_addr)
+    elif call == "bind":
+        pull.bind(own_addr)
+    elif call == "unbind":
+        pull.unbind(own_addr)
+    elif call == "disconnect":
+        pull.disconnect(other_addr)
+    else:
+        with pytest.raises(zmq.ZMQError) as failed:
+            pull.bind(other_addr)  # taken by `other`
+        assert failed.value.errno == zmq.EADDRINUSE
+    assert receiver.get(timeout=WAKE_BOUND) == b"news"
 
 
 _SHADOW_CLOSED_BEHIND = """
