@@ -14,9 +14,10 @@ import gevent
 import gevent.event
 import pytest
 import zmq as plainzmq
-from conftest import TERM_BOUND, WAKE_BOUND, connected_pair, wait_parked
+from conftest import TERM_BOUND, WAKE_BOUND, connected_pair, run_until_blocked, wait_parked
 
 import greenzmq as zmq
+from greenzmq import _waiter
 from greenzmq.error import WrongThreadError
 
 #: Scripts run in a subprocess import conftest's helpers from here.
@@ -349,6 +350,79 @@ def test_destroy_closes_a_socket_whose_last_thread_ended(ctx):
     assert a.closed and b.closed
 
 
+#: How many threads, one after the other, may run before the OS gives one of
+#: them the id of the thread that ended just before it (glibc: the first).
+REUSE_TRIES = 20
+
+
+def test_a_new_thread_with_an_ended_threads_id_waits_in_its_own_hub(ctx):
+    """OS thread ids are reused as soon as a thread ends. A socket last used by
+    an ended thread belongs to nobody: a new thread that the OS gave the same
+    id must wait on it in its own hub. (It failed with greenlet.error, "cannot
+    switch to a different thread", while the id alone said who owned it.)"""
+    pull, push = connected_pair(ctx, zmq.PULL, zmq.PUSH)
+
+    def receive_here(tag):
+        receiver = gevent.spawn(pull.recv)
+        run_until_blocked()  # it tried, and waits in this thread's hub (or failed)
+        if receiver.dead:
+            receiver.get()  # raises what ended it
+        assert len(pull._waiters.readers) == 1 and pull._waiters.thread == threading.get_ident()
+        push.send(tag)  # the watcher wakes it: a blocking wait, not the fast path
+        return threading.get_ident(), receiver.get(timeout=THREAD_BOUND)
+
+    previous = None
+    for i in range(REUSE_TRIES):
+        ident, got = _in_thread(receive_here, b"%d" % i)
+        assert got == b"%d" % i
+        if ident == previous:
+            break  # a thread with the ended one's id received through its own hub
+        previous = ident
+    else:
+        pytest.skip(f"the OS gave none of {REUSE_TRIES} threads the id of the one before")
+
+
+def test_greenlet_parking_while_another_thread_claims_the_socket_is_woken(ctx, spawn, monkeypatch):
+    """Thread B claims a socket at the moment a greenlet of its owner (this
+    thread) starts waiting on it: the GIL may switch between claim()'s test
+    ("nobody waits") and its retiring of the old waiters. Driven here in that
+    order, with events: B stops right after the test until the greenlet has
+    parked. Nothing will ever serve the waiters it parked on: it must be woken
+    with WrongThreadError (both threads used the socket at the same time), not
+    left waiting forever, as it was."""
+    pull, push = connected_pair(ctx, zmq.PULL, zmq.PUSH)
+    b_ident = []
+    in_window, parked = threading.Event(), threading.Event()
+    real_busy = _waiter.Waiters._busy
+
+    def busy_then_preempted(self):
+        busy = real_busy(self)
+        if threading.get_ident() in b_ident:  # thread B, inside claim()
+            in_window.set()
+            assert parked.wait(THREAD_BOUND)
+        return busy
+
+    monkeypatch.setattr(_waiter.Waiters, "_busy", busy_then_preempted)
+
+    def claim():
+        b_ident.append(threading.get_ident())
+        pull.get(zmq.EVENTS)  # any call from another thread claims the socket
+
+    b = _Thread(claim)
+    assert in_window.wait(THREAD_BOUND)  # B found nobody waiting, and stops there
+    old = pull._waiters
+    waiting = spawn(pull.recv)
+    wait_parked(pull)  # on the old waiters: B has not replaced them yet
+    parked.set()
+    b.join()  # this hub runs meanwhile
+    assert pull._waiters is not old
+    with pytest.raises(WrongThreadError, match="at the same time"):
+        waiting.get(timeout=WAKE_BOUND)
+    push.send(b"for the new owner")
+    pull.rcvtimeo = int(WAKE_BOUND * 1000)
+    assert pull.recv() == b"for the new owner"  # nothing was taken by the woken greenlet
+
+
 @pytest.mark.timeout(60)
 def test_threads_with_their_own_hubs_share_one_context(ctx):
     n_threads, n_msgs = 4, 300
@@ -424,6 +498,95 @@ def test_works_after_monkey_patch_all(tmp_path):
     out = subprocess.run([sys.executable, str(script), TESTS_DIR], capture_output=True, text=True, timeout=50)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "OK"
+
+
+#: A greenlet is parked in recv (its socket's watcher started in this hub) when
+#: the process forks. The child's hub, re-initialised, must not serve the
+#: parent's socket (their fds are shared; before d14924a it spun at 100% CPU
+#: calling libzmq on it, and its timers never fired): the parked reader wakes
+#: with ForkedSocketError, and the child's hub keeps running while the parent
+#: goes on using the socket. Prints the child's word and the parent's count.
+_FORK_PARKED_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import gevent, gevent.event, gevent.select
+    import greenzmq as zmq
+    sys.path.insert(0, sys.argv[2])  # the tests directory
+    from conftest import run_until_blocked, wait_parked
+    BOUND, N = 10.0, 200
+    fork = {'os.fork': os.fork, 'gevent.fork': gevent.fork}[sys.argv[1]]
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL); pull.linger = 0
+    port = pull.bind_to_random_port('tcp://127.0.0.1')
+    push = ctx.socket(zmq.PUSH); push.linger = 0
+    push.connect('tcp://127.0.0.1:%d' % port)
+    got, all_in = [], gevent.event.Event()
+    def reader():
+        while True:
+            got.append(pull.recv())
+            if len(got) == N:
+                all_in.set()
+    r = gevent.spawn(reader)
+    wait_parked(pull)
+    from_child, to_parent = os.pipe()
+    from_parent, to_child = os.pipe()
+    pid = fork()
+    if pid == 0:
+        word = 'child failed'
+        try:
+            try:
+                r.get(timeout=BOUND)
+                word = 'the reader returned'
+            except zmq.ForkedSocketError:
+                word = 'ForkedSocketError'
+            except gevent.Timeout:
+                word = 'the reader still waits'
+            # the parent sends meanwhile: this hub keeps running (nothing of the parent's to serve)
+            ready, _, _ = gevent.select.select([from_parent], [], [], BOUND)
+            if not ready:
+                word += ', no word from the parent'
+            own = zmq.Context()
+            a, b = own.socket(zmq.PAIR), own.socket(zmq.PAIR)
+            a.bind('inproc://child'); b.connect('inproc://child')
+            g = gevent.spawn(b.recv)
+            run_until_blocked()
+            a.send(b'x')
+            if g.get(timeout=BOUND) != b'x':
+                word += ', own context failed'
+            a.close(); b.close(); own.term()
+        finally:
+            os.write(to_parent, word.encode())
+            os._exit(0)
+    for i in range(N):
+        push.send(b'%d' % i)
+    parent = 'parent got %d' % len(got) if not all_in.wait(BOUND) else 'parent got all'
+    os.write(to_child, b'sent')
+    ready, _, _ = gevent.select.select([from_child], [], [], BOUND)
+    if ready:
+        child = os.read(from_child, 200).decode()
+    else:
+        child = 'no word from the child (killed)'
+        os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # gevent.fork's child watcher reaped it
+        pass
+    print(child + ';', parent)
+    r.kill(); ctx.destroy(linger=0)
+    """
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fork", ["os.fork", "gevent.fork"])
+def test_forked_child_wakes_a_parked_reader_and_never_serves_the_parents_socket(tmp_path, fork):
+    script = tmp_path / "fork_parked.py"
+    script.write_text(_FORK_PARKED_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), fork, TESTS_DIR], capture_output=True, text=True, timeout=50
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ForkedSocketError; parent got all", out.stdout + out.stderr[-3000:]
 
 
 # -- each way an fd edge can be consumed, made to happen deterministically ---------
