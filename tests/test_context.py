@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
+import threading
 import time
 
 import gevent
 import pytest
 import zmq as plainzmq
-from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, wait_parked
+from conftest import (
+    HUB_STALL_BOUND,
+    TERM_BOUND,
+    WAKE_BOUND,
+    connected_pair,
+    hub_ticker,
+    inproc_endpoint,
+    wait_parked,
+)
 
 import greenzmq as zmq
 
@@ -123,11 +135,102 @@ def test_destroy_wakes_waiters_with_context_terminated(spawn):
     assert all(s.closed for s in socks)
 
 
+def test_destroy_closes_a_socket_whose_thread_ended_with_a_greenlet_parked_on_it():
+    """gevent does not join a thread's greenlets when the thread ends: one may
+    be left parked in recv. Nothing can serve it any more, so its socket is
+    nobody's, and destroy() from another thread closes it there and then.
+    (It handed the close to the ended thread's hub and waited forever.)"""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.bind(inproc_endpoint())
+    parked = []
+
+    def leave_a_greenlet_parked():
+        gevent.spawn(sock.recv)
+        wait_parked(sock)  # in this thread's hub; the thread then ends
+        parked.append(len(sock._waiters.readers))
+
+    t = threading.Thread(target=leave_a_greenlet_parked)
+    t.start()
+    t.join(TERM_BOUND)
+    assert parked == [1] and not t.is_alive()
+    with gevent.Timeout(TERM_BOUND, AssertionError("destroy() waited for the ended thread")):
+        ctx.destroy(linger=0)
+    assert sock.closed and ctx.closed
+
+
 def test_term_closed_context_is_a_no_op():
     ctx = zmq.Context()
     ctx.term()
     ctx.term()
     ctx.destroy()
+
+
+#: term() interrupted (a kill, a gevent.Timeout) while libzmq's zmq_ctx_term
+#: waits for an open socket, then term() again: retried once the socket is
+#: closed, or overlapping the first while it still waits. Every term() must
+#: return with the context terminated, and libzmq's zmq_ctx_term (counted at
+#: greenzmq's call of it) run once: a second one on the same context aborts
+#: libzmq, fails with EFAULT or hangs. Prints "<ctx.closed> <zmq_ctx_term calls>".
+_TERM_AGAIN_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import gevent
+    import greenzmq as zmq
+    import greenzmq.context
+    sys.path.insert(0, sys.argv[2])  # the tests directory
+    from conftest import run_until_blocked, wait_parked
+    BOUND = 10.0
+    calls = []
+    real_term = greenzmq.context._raw_term
+    def counted_term(context):
+        calls.append(context)
+        return real_term(context)
+    greenzmq.context._raw_term = counted_term
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    def read():
+        try:
+            sock.recv()
+        except zmq.ContextTerminated:
+            return 'woken'
+    reader = gevent.spawn(read)
+    wait_parked(sock)
+    first = gevent.spawn(ctx.term)
+    assert reader.get(timeout=BOUND) == 'woken'  # zmq_ctx_term has begun
+    first.kill(timeout=BOUND)  # interrupted: its zmq_ctx_term still waits for sock
+    if sys.argv[1] == 'retried':
+        sock.close()
+        with gevent.Timeout(BOUND):
+            ctx.term()
+    else:  # overlapping
+        second = gevent.spawn(ctx.term)
+        run_until_blocked()  # it waits, with the first one still under way
+        sock.close()
+        second.get(timeout=BOUND)
+        with gevent.Timeout(BOUND):
+            ctx.term()
+    print(ctx.closed, len(calls))
+    sys.stdout.flush()
+    os._exit(0)  # whatever libzmq was left doing
+    """
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("again", ["retried", "overlapping"])
+def test_term_interrupted_and_called_again_terms_once(tmp_path, again):
+    script = tmp_path / "term_again.py"
+    script.write_text(_TERM_AGAIN_SCRIPT)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            [sys.executable, str(script), again, tests_dir], capture_output=True, text=True, timeout=40
+        )
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"term() hung: {hung.stderr!r}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["True", "1"], out.stdout + out.stderr[-3000:]
 
 
 def test_socket_on_terminated_context_raises():
