@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import gevent
@@ -13,7 +14,11 @@ import pytest
 from conftest import HUB_STALL_BOUND, WAKE_BOUND, connected_pair, hub_ticker, run_until_blocked, wait_parked
 
 import greenzmq as zmq
+from greenzmq.error import WrongThreadError
 from greenzmq.monitor import Monitor
+
+#: How long a helper thread of these tests may run.
+THREAD_BOUND = 10.0
 
 
 @pytest.fixture
@@ -162,6 +167,72 @@ def test_poller_reuses_its_watchers(ctx, pipe):
     assert p._watchers[r][1] == fd_watchers
     assert [s._waiters.watcher for s in socks] == sock_watchers
     assert not any(s._waiters.armed for s in socks), "listeners left behind"
+
+
+def test_poller_polled_from_another_thread_watches_its_fds_in_that_threads_loop(pipe):
+    """A Poller keeps the io watchers it makes for plain fds; they belong to the
+    loop of the thread that polled. Polled later from another thread, it must
+    watch its fds in that thread's loop. (The watchers of the first thread's
+    loop were started from the worker, where nothing ran them: the worker's
+    poll slept past a readable fd until its deadline.)"""
+    r, w = pipe
+    poller = zmq.Poller()
+    poller.register(r, zmq.POLLIN)
+    gevent.spawn(os.write, w, b"x")  # runs once the poll below parked: it made its watchers here
+    assert poller.poll(THREAD_BOUND * 1000) == [(r, zmq.POLLIN)]
+    assert os.read(r, 1) == b"x"
+    parked, out = threading.Event(), {}
+
+    def poll_in_a_worker():
+        polling = gevent.spawn(poller.poll, THREAD_BOUND * 1000 / 2)
+        run_until_blocked()  # it polled once and waits for the fd
+        parked.set()
+        t0 = time.monotonic()
+        out["events"] = polling.get(timeout=THREAD_BOUND)
+        out["took"] = time.monotonic() - t0
+
+    t = threading.Thread(target=poll_in_a_worker, daemon=True)
+    t.start()
+    assert parked.wait(THREAD_BOUND)
+    os.write(w, b"y")
+    t.join(THREAD_BOUND)
+    assert not t.is_alive() and "events" in out, out
+    assert out["events"] == [(r, zmq.POLLIN)]
+    assert out["took"] < WAKE_BOUND, f"the worker's poll woke after {out['took']:.2f}s, not on the fd"
+
+
+def test_poll_refuses_a_socket_another_thread_took_over_while_it_waited(ctx, spawn, pipe):
+    """A socket registered for POLLERR only has no listener while the poll
+    waits (libzmq sockets never report POLLERR), so another thread may take it
+    over meanwhile. The poll's next round re-checks ownership: a greenlet of
+    that thread waits on it, so the poll raises WrongThreadError and touches
+    nothing. (It called zmq_poll on the other thread's socket, and that
+    thread's waiters, from this thread.)"""
+    r, w = pipe
+    pull, push = connected_pair(ctx, zmq.PULL, zmq.PUSH)
+    poller = zmq.Poller()
+    poller.register(pull, zmq.POLLERR)
+    poller.register(r, zmq.POLLIN)
+    polling = spawn(poller.poll, THREAD_BOUND * 1000)
+    run_until_blocked()  # it polled once and waits for the pipe
+    assert not polling.ready()
+    b_parked, got = threading.Event(), []
+
+    def receive_in_b():
+        receiver = gevent.spawn(pull.recv)
+        wait_parked(pull)  # B's greenlet waits on pull: B owns it now
+        b_parked.set()
+        got.append(receiver.get(timeout=THREAD_BOUND))
+
+    b = threading.Thread(target=receive_in_b, daemon=True)
+    b.start()
+    assert b_parked.wait(THREAD_BOUND)
+    os.write(w, b"x")  # wakes the poll for its next round
+    with pytest.raises(WrongThreadError, match="waiting on it"):
+        polling.get(timeout=WAKE_BOUND)
+    push.send(b"for B")  # B's greenlet still gets it: nothing was touched
+    b.join(THREAD_BOUND)
+    assert not b.is_alive() and got == [b"for B"]
 
 
 @pytest.mark.timeout(60)
