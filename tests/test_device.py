@@ -14,7 +14,7 @@ import time
 import gevent
 import pytest
 import zmq as plainzmq
-from conftest import WAKE_BOUND, inproc_endpoint, wait_parked
+from conftest import WAKE_BOUND, inproc_endpoint, run_until_blocked, wait_parked
 
 import greenzmq as zmq
 from greenzmq.devices import (
@@ -523,6 +523,72 @@ def test_closing_a_lent_socket_from_another_thread_ends_the_device(ctx, spawn, s
     assert not t.is_alive() and errors == [] and fe.closed
     be.send(b"green again")
     assert pull.recv() == b"green again"
+
+
+@pytest.mark.parametrize("interruption", ["kill", "Timeout"])
+def test_close_of_a_lent_socket_interrupted_while_the_device_stops_still_closes_it(ctx, spawn, interruption):
+    """close() of a lent socket first ends the device and waits for libzmq's
+    thread to return; a kill or gevent.Timeout landing on the closing greenlet
+    meanwhile must not leave the socket open: it is closed, then the
+    interruption propagates. (The socket stayed open, green again.)"""
+    fe, be, push, pull, dev = _forwarding(ctx, spawn)
+    timeout = gevent.Timeout(TIMEOUT_FIRES)  # never started: thrown in below
+
+    def close():
+        try:
+            fe.close()
+        except gevent.Timeout as exc:
+            return exc
+
+    closer = spawn(close)
+    run_until_blocked()  # it asked the device to stop and waits for libzmq's thread
+    assert not closer.ready()
+    closer.kill(gevent.GreenletExit if interruption == "kill" else timeout, block=False)
+    closer.join(END_BOUND)
+    dev.join(END_BOUND)
+    assert fe.closed
+    if interruption == "kill":
+        assert isinstance(closer.value, gevent.GreenletExit)
+    else:
+        assert closer.value is timeout
+    assert isinstance(dev.exception, zmq.ZMQError) and dev.exception.errno == zmq.ENOTSOCK
+    with pytest.raises(zmq.ZMQError) as closed:
+        fe.recv(zmq.DONTWAIT)
+    assert closed.value.errno == zmq.ENOTSOCK
+    be.send(b"green again")  # the other socket was given back
+    assert pull.recv() == b"green again"
+
+
+def test_destroying_the_context_from_another_thread_ends_a_device_with_context_terminated():
+    """destroy() from another OS thread while a device runs: the device's own
+    hub stops it and closes its sockets (the destroying thread waits), and the
+    device ends with ContextTerminated, as when its own thread destroys the
+    context. (It ended with the ZMQError of a closed socket.)"""
+    ctx = zmq.Context()
+    running, ended = threading.Event(), []
+
+    def device(fe, be):
+        try:
+            zmq.proxy(fe, be)
+        except BaseException as exc:
+            ended.append(exc)
+        finally:
+            fe.close()  # as a background device does when it ends
+            be.close()
+
+    def run_device_in_a():
+        dev = _forwarding(ctx, gevent.spawn, device)[-1]  # one message went through it
+        running.set()
+        dev.join(END_BOUND)
+
+    a = threading.Thread(target=run_device_in_a, daemon=True)
+    a.start()
+    assert running.wait(END_BOUND)
+    with gevent.Timeout(END_BOUND):
+        ctx.destroy(linger=0)
+    a.join(END_BOUND)
+    assert not a.is_alive() and len(ended) == 1
+    assert isinstance(ended[0], zmq.ContextTerminated), repr(ended[0])
 
 
 def test_destroying_the_context_ends_a_running_device_with_context_terminated(spawn):
