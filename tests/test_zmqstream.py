@@ -14,7 +14,7 @@ import gevent.socket
 import gevent.subprocess
 import pytest
 import zmq as pyzmq
-from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, inproc_endpoint, wait_parked
+from conftest import HUB_STALL_BOUND, WAKE_BOUND, hub_ticker, inproc_endpoint, run_until_blocked, wait_parked
 
 import greenzmq as zmq
 from greenzmq.eventloop import IOLoop, ZMQStream
@@ -701,6 +701,57 @@ def test_idle_streams_do_not_spin(loop, ctx):
         os.close(r)
         os.close(w)
         idle_out.close(linger=0)
+
+
+def test_stream_leaves_alone_a_socket_lent_to_a_device_during_its_callback(loop, ctx, caplog):
+    """A recv callback may switch, and a device may borrow the stream's socket
+    meanwhile (libzmq's proxy then runs on it in a native thread): the stream
+    must make no more libzmq calls on it, so every later message goes through
+    the device, and the stream reports that it cannot listen any more. (It
+    went on receiving from the lent socket, racing libzmq's thread, then
+    stopped without a word.)"""
+    pull = ctx.socket(zmq.PULL)
+    out = ctx.socket(zmq.PUSH)
+    push = ctx.socket(zmq.PUSH)
+    sink = ctx.socket(zmq.PULL)
+    for s in (pull, out, push, sink):
+        s.linger = 0
+    pull.bind(inproc_endpoint())
+    out.bind(inproc_endpoint())
+    push.connect(pull.last_endpoint)
+    sink.connect(out.last_endpoint)
+    sink.rcvtimeo = int(WAKE_BOUND * 5 * 1000)
+    stream = ZMQStream(pull, loop)
+    seen, devices = [], []
+
+    def on_recv(msg):
+        seen.append(msg[0])
+        if len(seen) == 2:
+            devices.append(gevent.spawn(zmq.proxy, pull, out))
+            run_until_blocked()  # the callback switches: the device lends pull to libzmq
+            assert pull._waiters.lent_to is not None
+
+    stream.on_recv(on_recv)
+    for i in range(6):
+        push.send(b"m%d" % i)
+    forwarded, done = [], gevent.event.Event()
+
+    def drain_sink():
+        try:
+            for _ in range(4):
+                forwarded.append(sink.recv())
+        finally:
+            done.set()
+
+    drainer = gevent.spawn(drain_sink)
+    try:
+        with caplog.at_level(logging.ERROR, logger="greenzmq.eventloop"):
+            run_until(loop, done)
+        assert seen == [b"m0", b"m1"]
+        assert forwarded == [b"m2", b"m3", b"m4", b"m5"]
+        assert "SocketLentError" in caplog.text
+    finally:
+        gevent.killall([drainer, *devices], timeout=WAKE_BOUND * 5)
 
 
 def test_flush_from_another_thread_is_refused_before_touching_the_socket(loop, streams):
