@@ -503,7 +503,7 @@ def test_works_after_monkey_patch_all(tmp_path):
 #: A greenlet is parked in recv (its socket's watcher started in this hub) when
 #: the process forks. The child's hub, re-initialised, must not serve the
 #: parent's socket (their fds are shared; before d14924a it spun at 100% CPU
-#: calling libzmq on it, and its timers never fired): the parked reader wakes
+#: on that socket's watcher and never ran its timers again): the parked reader wakes
 #: with ForkedSocketError, and the child's hub keeps running while the parent
 #: goes on using the socket. Prints the child's word and the parent's count.
 _FORK_PARKED_SCRIPT = textwrap.dedent(
