@@ -54,7 +54,8 @@ import zmq
 from gevent.hub import get_hub
 from zmq.backend import Socket as _RawSocket
 
-from greenzmq._waiter import waiters_of
+from greenzmq._frames import MultipartSend
+from greenzmq._waiter import PARTIAL, waiters_of
 from greenzmq.poll import Poller
 
 __all__ = ["BURST", "Relay", "Engine"]
@@ -67,9 +68,7 @@ __all__ = ["BURST", "Relay", "Engine"]
 BURST = 256
 
 _raw_recv = _RawSocket.recv
-_raw_send = _RawSocket.send
 _DONTWAIT = int(zmq.DONTWAIT)
-_SNDMORE = int(zmq.SNDMORE)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 #: Socket types that cannot receive: a device never reads from them (reading
@@ -82,12 +81,12 @@ _SEND_ONLY = frozenset(
 class Relay:
     """One direction of a monitored queue: drains ``src`` into ``dst`` in bursts, copying to ``mon``."""
 
-    __slots__ = ("src", "dst", "mon", "prefix", "swap", "held", "held_at")
+    __slots__ = ("src", "dst", "mon", "prefix", "swap", "held")
 
     def __init__(self, src: Any, dst: Any, mon: Any, prefix: bytes, swap: bool) -> None:
         self.src, self.dst, self.mon, self.prefix, self.swap = src, dst, mon, prefix, swap
-        self.held: list[Any] | None = None  # a message waiting for room in dst
-        self.held_at = 0  # frames of `held` already sent
+        # a message waiting for room in dst: the send that remembers how far it got
+        self.held: MultipartSend | None = None
 
     def pump(self, budget: int) -> int:
         """Forward up to ``budget`` messages without blocking; return how many moved."""
@@ -114,22 +113,17 @@ class Relay:
             # ROUTER to ROUTER: the sender's identity goes second, so the reply routes back
             parts[0], parts[1] = parts[1], parts[0]
         _copy_to(self.mon, [self.prefix, *parts])
-        self.held, self.held_at = parts, 0
+        self.held = MultipartSend(self.dst, parts, 0, False, False)
         return self._flush()
 
     def _flush(self) -> bool:
-        """Send the held message; False if ``dst`` is still full (it stays held)."""
-        parts, dst, send = self.held, self.dst, _raw_send
-        assert parts is not None  # called only while a message is held
-        last = len(parts) - 1
-        i = self.held_at
+        """Send (the rest of) the held message; False if ``dst`` is still full (it stays held)."""
+        held = self.held
+        assert held is not None  # called only while a message is held
         try:
-            while i < last:
-                send(dst, parts[i], _DONTWAIT | _SNDMORE, False, False)
-                i += 1
-            send(dst, parts[last], _DONTWAIT, False, False)
+            if held() is PARTIAL:
+                return False
         except zmq.Again:
-            self.held_at = i
             return False
         self.held = None
         return True
@@ -137,18 +131,15 @@ class Relay:
 
 def _copy_to(sock: Any, parts: list[Any]) -> None:
     """Send a copy of a message to the monitor socket; blocks (green) only if it is full."""
-    send = _raw_send
-    last = len(parts) - 1
-    i = 0
+    send = MultipartSend(sock, parts, 0, False, False)
     try:
-        while i < last:
-            send(sock, parts[i], _DONTWAIT | _SNDMORE, False, False)
-            i += 1
-        send(sock, parts[last], _DONTWAIT, False, False)
+        if send() is not PARTIAL:
+            return
     except zmq.Again:
-        # full (a PUSH or DEALER nobody reads): wait like pyzmq's blocking
-        # monitor send, for this greenlet only; a half-sent message is finished
-        sock.send_multipart(parts[i:], copy=False)
+        pass
+    # full (a PUSH or DEALER nobody reads): wait like pyzmq's blocking monitor
+    # send, for this greenlet only; a half-sent message is finished
+    sock.send_multipart(parts[send.sent :], copy=False)
 
 
 def _touch(sockets: list[Any]) -> None:

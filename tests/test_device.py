@@ -14,7 +14,7 @@ import time
 import gevent
 import pytest
 import zmq as plainzmq
-from conftest import WAKE_BOUND, inproc_endpoint, run_until_blocked, wait_parked
+from conftest import PARK_TURNS, WAKE_BOUND, inproc_endpoint, run_until_blocked, wait_parked
 
 import greenzmq as zmq
 from greenzmq.devices import (
@@ -912,6 +912,39 @@ def test_monitored_queue_without_routers_keeps_frames(ctx, spawn):
     push.send_multipart([b"a", b"b"])
     assert pull.recv_multipart() == [b"a", b"b"]
     assert tap.recv_multipart() == [b"in", b"a", b"b"]
+
+
+#: Messages pushed through a monitored queue whose destination is full.
+HELD_MESSAGES = 200
+
+
+def test_monitored_queue_holds_a_message_while_its_destination_is_full(ctx, spawn):
+    """With tiny high-water marks on the way out and a reader that starts late,
+    the queue holds the message it could not send and sends it once there is
+    room: every message arrives whole, once, in order, at the destination and
+    (prefixed) at the monitor."""
+    tiny = {"sndhwm": 1, "rcvhwm": 1}
+    ins = _sock(ctx, zmq.PULL, bind=inproc_endpoint(), **tiny)
+    outs = _sock(ctx, zmq.PUSH, bind=inproc_endpoint(), **tiny)
+    mon = _sock(ctx, zmq.PUSH, bind=inproc_endpoint())  # default HWM: room for every copy
+    spawn(monitored_queue, ins, outs, mon)
+    push = _sock(ctx, zmq.PUSH, connect=ins.last_endpoint, **tiny)
+    pull = _sock(ctx, zmq.PULL, connect=outs.last_endpoint, **tiny)
+    tap = _sock(ctx, zmq.PULL, connect=mon.last_endpoint)
+    messages = [[b"%d" % i, b"x" * (i % 7), b"end"] for i in range(HELD_MESSAGES)]
+    sender = spawn(lambda: [push.send_multipart(m) for m in messages])
+    # until the queue holds a message it could not send: it then waits for
+    # room in its destination (a listener on outs for POLLOUT)
+    for _ in range(PARK_TURNS):
+        if any(mask & zmq.POLLOUT for mask, _ in outs._waiters.listeners.values()):
+            break
+        gevent.sleep(0)
+    else:
+        raise AssertionError("the queue never waited for room in its destination")
+    got = [pull.recv_multipart() for _ in messages]
+    sender.get(timeout=END_BOUND)
+    assert got == messages
+    assert [tap.recv_multipart() for _ in messages] == [[b"in", *m] for m in messages]
 
 
 # -- background devices -----------------------------------------------------------------
