@@ -53,6 +53,7 @@ _EVENTS = int(zmq.EVENTS)
 #: What the socket's ``recv`` returns, for type checkers: ``Socket[bytes]`` as
 #: in pyzmq (``zmq.Socket`` is generic in it).
 _SocketReturnT_co = TypeVar("_SocketReturnT_co", covariant=True)
+_CallResultT = TypeVar("_CallResultT")
 
 
 def _again() -> zmq.Again:
@@ -469,41 +470,30 @@ class Socket(SerializingSocketMixin, zmq.Socket[_SocketReturnT_co]):
     # can consume the ZMQ_FD signal a blocked greenlet waits for: like every
     # call, they are followed by the waiting rule's check, failed or not.
 
-    def bind(self, addr: str) -> _SocketContext[Self]:  # type: ignore[override]  # as pyzmq's own: its backend's returns None
-        """As :meth:`zmq.Socket.bind` (a context manager that unbinds)."""
+    def _endpoint_call(self, call: Callable[[Any], _CallResultT], addr: Any) -> _CallResultT:
+        """``call(addr)`` (a bind, connect, unbind or disconnect), owned, then the waiting rule."""
         w = self._owned()
         try:
-            return super().bind(addr)
+            return call(addr)
         finally:
             if w.armed:
                 w.touched(self)
+
+    def bind(self, addr: str) -> _SocketContext[Self]:  # type: ignore[override]  # as pyzmq's own: its backend's returns None
+        """As :meth:`zmq.Socket.bind` (a context manager that unbinds)."""
+        return self._endpoint_call(super().bind, addr)
 
     def connect(self, addr: str) -> _SocketContext[Self]:  # type: ignore[override]  # as bind
         """As :meth:`zmq.Socket.connect` (a context manager that disconnects)."""
-        w = self._owned()
-        try:
-            return super().connect(addr)
-        finally:
-            if w.armed:
-                w.touched(self)
+        return self._endpoint_call(super().connect, addr)
 
     def unbind(self, addr: str | bytes) -> None:
         """As :meth:`zmq.Socket.unbind`."""
-        w = self._owned()
-        try:
-            super().unbind(addr)
-        finally:
-            if w.armed:
-                w.touched(self)
+        self._endpoint_call(super().unbind, addr)
 
     def disconnect(self, addr: str | bytes) -> None:
         """As :meth:`zmq.Socket.disconnect`."""
-        w = self._owned()
-        try:
-            super().disconnect(addr)
-        finally:
-            if w.armed:
-                w.touched(self)
+        self._endpoint_call(super().disconnect, addr)
 
     def monitor(self, addr: str | bytes | None, events: int = zmq.EVENT_ALL) -> None:
         """As :meth:`zmq.Socket.monitor` (``get_monitor_socket`` goes through it)."""
