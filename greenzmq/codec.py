@@ -139,23 +139,21 @@ def _resolve(name: str, registry: dict | None) -> Codec:
         parts.append(codec)
     if len(parts) == 1:
         return parts[0]
-    return Codec(name, _chain_dumps(parts), _chain_loads(parts[::-1]), any(p.unsafe for p in parts))
+    return Codec(
+        name,
+        _chain([p.dumps for p in parts]),
+        _chain([p.loads for p in reversed(parts)]),  # undone in the reverse order
+        any(p.unsafe for p in parts),
+    )
 
 
-def _chain_dumps(parts: list[Codec]) -> Callable[[Any], Any]:
-    def chained(obj: Any) -> Any:
-        for codec in parts:
-            obj = codec.dumps(obj)
-        return obj
+def _chain(steps: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """One function that applies ``steps`` in order."""
 
-    return chained
-
-
-def _chain_loads(parts: list[Codec]) -> Callable[[Any], Any]:
-    def chained(data: Any) -> Any:
-        for codec in parts:
-            data = codec.loads(data)
-        return data
+    def chained(value: Any) -> Any:
+        for step in steps:
+            value = step(value)
+        return value
 
     return chained
 
