@@ -42,6 +42,36 @@ MAX_TICKS = 100_000
 _inproc_names = itertools.count()
 
 
+#: The tests directory: scripts that run_script() starts import conftest's helpers from it.
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+#: How long run_script() lets a script run before the test fails as hung.
+SCRIPT_BOUND = 50.0
+
+
+def run_script(
+    tmp_path, source: str, *args: str, timeout: float = SCRIPT_BOUND
+) -> subprocess.CompletedProcess:
+    """Run ``source`` as a script in a fresh interpreter with ``args``; return the finished process.
+
+    The script can ``from conftest import ...`` (the tests directory is on its
+    ``PYTHONPATH``). Its output is captured as text. A script still running
+    after ``timeout`` seconds is killed and fails the test, with its stderr.
+    """
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    path = os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")]))
+    try:
+        return subprocess.run(
+            [sys.executable, str(script), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"the script hung for {timeout} s; its stderr: {hung.stderr!r}")
+
+
 def wait_parked(sock, queue: str = "readers", n: int = 1) -> None:
     """Yield to the hub until ``n`` greenlets are parked on ``sock``'s waiter queue.
 

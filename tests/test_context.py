@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -19,6 +16,7 @@ from conftest import (
     connected_pair,
     hub_ticker,
     inproc_endpoint,
+    run_script,
     wait_parked,
 )
 
@@ -178,7 +176,6 @@ _TERM_AGAIN_SCRIPT = textwrap.dedent(
     import gevent
     import greenzmq as zmq
     import greenzmq.context
-    sys.path.insert(0, sys.argv[2])  # the tests directory
     from conftest import run_until_blocked, wait_parked
     BOUND = 10.0
     calls = []
@@ -220,15 +217,7 @@ _TERM_AGAIN_SCRIPT = textwrap.dedent(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("again", ["retried", "overlapping"])
 def test_term_interrupted_and_called_again_terms_once(tmp_path, again):
-    script = tmp_path / "term_again.py"
-    script.write_text(_TERM_AGAIN_SCRIPT)
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(
-            [sys.executable, str(script), again, tests_dir], capture_output=True, text=True, timeout=40
-        )
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"term() hung: {hung.stderr!r}")
+    out = run_script(tmp_path, _TERM_AGAIN_SCRIPT, again, timeout=40)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["True", "1"], out.stdout + out.stderr[-3000:]
 
@@ -247,7 +236,6 @@ def test_socket_on_terminated_context_raises():
 _PLAIN_FORK_SCRIPT = """
 import os, sys, gevent
 import greenzmq as zmq
-sys.path.insert(0, sys.argv[2])  # the tests directory
 from conftest import wait_parked
 if sys.argv[1] == "termed":
     early = zmq.Context()
@@ -285,15 +273,7 @@ parent.term()
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("before", ["termed", "fresh"])
 def test_plain_fork_child_makes_and_terms_its_own_context(tmp_path, before):
-    import subprocess
-    import sys
-
-    script = tmp_path / "fork.py"
-    script.write_text(_PLAIN_FORK_SCRIPT)
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run(
-        [sys.executable, str(script), before, tests_dir], capture_output=True, text=True, timeout=50
-    )
+    out = run_script(tmp_path, _PLAIN_FORK_SCRIPT, before)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "child"
 

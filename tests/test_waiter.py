@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -14,14 +11,11 @@ import gevent
 import gevent.event
 import pytest
 import zmq as plainzmq
-from conftest import TERM_BOUND, WAKE_BOUND, connected_pair, run_until_blocked, wait_parked
+from conftest import TERM_BOUND, WAKE_BOUND, connected_pair, run_script, run_until_blocked, wait_parked
 
 import greenzmq as zmq
 from greenzmq import _waiter
 from greenzmq.error import WrongThreadError
-
-#: Scripts run in a subprocess import conftest's helpers from here.
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _echo_thread(ctx, endpoint, ready, stop):
@@ -466,7 +460,6 @@ _MONKEY_SCRIPT = textwrap.dedent(
     import sys, threading
     import gevent
     import greenzmq as zmq
-    sys.path.insert(0, sys.argv[1])  # the tests directory
     from conftest import HUB_STALL_BOUND, hub_ticker, wait_parked
     ctx = zmq.Context()
     a = ctx.socket(zmq.PAIR); port = a.bind_to_random_port('tcp://127.0.0.1')
@@ -493,9 +486,7 @@ _MONKEY_SCRIPT = textwrap.dedent(
 
 @pytest.mark.timeout(60)
 def test_works_after_monkey_patch_all(tmp_path):
-    script = tmp_path / "patched.py"
-    script.write_text(_MONKEY_SCRIPT)
-    out = subprocess.run([sys.executable, str(script), TESTS_DIR], capture_output=True, text=True, timeout=50)
+    out = run_script(tmp_path, _MONKEY_SCRIPT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "OK"
 
@@ -511,7 +502,6 @@ _FORK_PARKED_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import gevent, gevent.event, gevent.select
     import greenzmq as zmq
-    sys.path.insert(0, sys.argv[2])  # the tests directory
     from conftest import run_until_blocked, wait_parked
     BOUND, N = 10.0, 200
     fork = {'os.fork': os.fork, 'gevent.fork': gevent.fork}[sys.argv[1]]
@@ -580,11 +570,7 @@ _FORK_PARKED_SCRIPT = textwrap.dedent(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fork", ["os.fork", "gevent.fork"])
 def test_forked_child_wakes_a_parked_reader_and_never_serves_the_parents_socket(tmp_path, fork):
-    script = tmp_path / "fork_parked.py"
-    script.write_text(_FORK_PARKED_SCRIPT)
-    out = subprocess.run(
-        [sys.executable, str(script), fork, TESTS_DIR], capture_output=True, text=True, timeout=50
-    )
+    out = run_script(tmp_path, _FORK_PARKED_SCRIPT, fork)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ForkedSocketError; parent got all", out.stdout + out.stderr[-3000:]
 
@@ -727,7 +713,6 @@ def test_edge_consumed_by_recv_still_wakes_send_waiter(ctx, spawn):
 _IDLE_LOOP_SCRIPT = textwrap.dedent(
     """
     import sys, time, gevent, greenzmq as zmq
-    sys.path.insert(0, sys.argv[1])  # the tests directory
     from conftest import wait_parked
     ctx = zmq.Context()
     a = ctx.socket(zmq.PAIR); port = a.bind_to_random_port('tcp://127.0.0.1')
@@ -745,9 +730,7 @@ _IDLE_LOOP_SCRIPT = textwrap.dedent(
 
 
 def test_idle_socket_does_not_keep_the_loop_alive(tmp_path):
-    script = tmp_path / "idle_loop.py"
-    script.write_text(_IDLE_LOOP_SCRIPT)
-    out = subprocess.run([sys.executable, str(script), TESTS_DIR], capture_output=True, text=True, timeout=50)
+    out = run_script(tmp_path, _IDLE_LOOP_SCRIPT)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.split()[1]) < 4.0, "gevent.wait() waited for an idle socket's watcher"
 
